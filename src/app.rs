@@ -1,0 +1,230 @@
+//! Wiring: build each connection's cell, client and refresher, bind the listeners, serve,
+//! and shut down gracefully. [`App::start`] takes a validated config and returns once every
+//! listener is bound, so tests can use `127.0.0.1:0` and read the real addresses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{Admin, AdminConnection};
+use crate::config::{Config, ConnectionConfig, GrantKind};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::serve::serve;
+use crate::token::oauth::TokenEndpoint;
+use crate::token::refresher::{Grant, Refresher};
+use crate::token::{ConnState, Connection, TokenState};
+use crate::upstream::{self, Target, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connection {name}: {source}")]
+    Upstream {
+        name: String,
+        #[source]
+        source: UpstreamError,
+    },
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running bearerd.
+pub struct App {
+    pub admin_addr: SocketAddr,
+    proxies: Vec<(String, SocketAddr)>,
+    connections: Vec<Arc<Connection>>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<GracefulShutdown>>,
+    refreshers: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl App {
+    /// Binds every listener and starts every task.
+    pub async fn start(config: Config) -> Result<App, AppError> {
+        let metrics = Arc::new(Metrics::new()?);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut app = App {
+            admin_addr: config.admin.listen,
+            proxies: Vec::new(),
+            connections: Vec::new(),
+            shutdown,
+            servers: Vec::new(),
+            refreshers: Vec::new(),
+            grace: config.shutdown_grace,
+        };
+        let mut admin_connections = Vec::new();
+        for c in &config.connections {
+            let (proxy, refresher) = build_connection(c, &config.admin.public_url, &metrics)?;
+            let listener = bind(c.listen, &format!("connection {}", c.name)).await?;
+            let addr = listener.local_addr().map_err(|source| AppError::Bind {
+                addr: c.listen,
+                what: c.name.clone(),
+                source,
+            })?;
+            tracing::info!(connection = %c.name, %addr, upstream = %c.upstream, "proxy listening");
+            admin_connections.push(AdminConnection {
+                connection: Arc::clone(&proxy.connection),
+                provider: c.provider,
+                grant: c.grant,
+            });
+            app.connections.push(Arc::clone(&proxy.connection));
+            app.proxies.push((c.name.clone(), addr));
+            app.refreshers
+                .push(tokio::spawn(refresher.run(shutdown_rx.clone())));
+            let proxy = Arc::new(proxy);
+            let handler = move |request| {
+                let proxy = Arc::clone(&proxy);
+                async move { proxy.handle(request).await }
+            };
+            app.servers
+                .push(tokio::spawn(serve(listener, handler, shutdown_rx.clone())));
+        }
+
+        let admin_listener = bind(config.admin.listen, "admin").await?;
+        app.admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| AppError::Bind {
+                addr: config.admin.listen,
+                what: "admin".into(),
+                source,
+            })?;
+        tracing::info!(addr = %app.admin_addr, "admin listening");
+        let admin = Arc::new(Admin {
+            metrics,
+            connections: admin_connections,
+            auth_token: config.admin.auth_token.clone(),
+        });
+        let handler = move |request| {
+            let admin = Arc::clone(&admin);
+            async move { admin.handle(request).await }
+        };
+        app.servers
+            .push(tokio::spawn(serve(admin_listener, handler, shutdown_rx)));
+        Ok(app)
+    }
+
+    /// The bound address of a connection's proxy listener.
+    pub fn proxy_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.proxies
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// A connection's shared token cell (for tests and embedding).
+    pub fn connection(&self, name: &str) -> Option<Arc<Connection>> {
+        self.connections.iter().find(|c| c.name == name).cloned()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), stops the
+    /// refreshers.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let mut drains = Vec::new();
+        for server in self.servers {
+            if let Ok(graceful) = server.await {
+                drains.push(graceful.shutdown());
+            }
+        }
+        let drained = futures_join_all(drains);
+        if tokio::time::timeout(self.grace, drained).await.is_err() {
+            tracing::warn!(grace = ?self.grace, "shutdown grace ran out with requests in flight");
+        }
+        for refresher in self.refreshers {
+            let _ = refresher.await;
+        }
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
+    for future in futures {
+        future.await;
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr,
+            what: what.to_owned(),
+            source,
+        })
+}
+
+/// The proxy and refresher of one connection, sharing its token cell.
+fn build_connection(
+    c: &ConnectionConfig,
+    public_url: &str,
+    metrics: &Metrics,
+) -> Result<(Proxy, Refresher), AppError> {
+    let upstream_error = |source| AppError::Upstream {
+        name: c.name.clone(),
+        source,
+    };
+    let client =
+        upstream::client(c.ca_file.as_deref(), c.connect_timeout).map_err(upstream_error)?;
+    let target = Target::new(&c.upstream).map_err(upstream_error)?;
+    let connect_url = format!("{public_url}/connections/{}/connect", c.name);
+    let (initial, endpoint, grant) = match &c.credentials {
+        Err(reason) => (
+            TokenState::initial(ConnState::Misconfigured, Some(reason.clone())),
+            None,
+            Grant::None,
+        ),
+        Ok(credentials) => {
+            let endpoint = TokenEndpoint::new(
+                c.token_url.clone(),
+                credentials.clone(),
+                c.client_auth,
+                &c.scopes,
+                client.clone(),
+                c.timeout,
+            );
+            let (initial, grant) = match c.grant {
+                GrantKind::ClientCredentials => (
+                    TokenState::initial(ConnState::Refreshing, None),
+                    Grant::ClientCredentials,
+                ),
+                GrantKind::AuthorizationCode => (
+                    TokenState::initial(
+                        ConnState::NeedsAuthorization,
+                        Some(format!("not connected yet: open {connect_url}")),
+                    ),
+                    Grant::None,
+                ),
+            };
+            (initial, Some(endpoint), grant)
+        }
+    };
+    let connection = Connection::new(
+        c.name.clone(),
+        initial,
+        c.timeout,
+        metrics.connection(&c.name),
+    );
+    let refresher = Refresher::new(Arc::clone(&connection), endpoint, grant, c.refresh_skew);
+    let proxy = Proxy {
+        connection,
+        client,
+        target,
+        replay_body_limit: c.replay_body_limit,
+        max_body: c.max_body,
+        timeout: c.timeout,
+        connect_url,
+    };
+    Ok((proxy, refresher))
+}

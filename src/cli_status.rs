@@ -1,0 +1,104 @@
+//! `bearerd status`: ask a running daemon for its connections and print a table.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub fn status(admin: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bearerd: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let url = format!("{}/connections", admin.trim_end_matches('/'));
+    match runtime.block_on(fetch(&url)) {
+        Ok(Value::Array(connections)) => {
+            print!("{}", table(&connections, SystemTime::now()));
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!("bearerd: {url} did not answer with a list of connections");
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("bearerd: cannot reach the daemon at {url}: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn fetch(url: &str) -> Result<Value, String> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+    let response = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| bearerd::proxy::error_chain(&e))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn table(connections: &[Value], now: SystemTime) -> String {
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "STATE".to_owned(),
+        "EXPIRES IN".to_owned(),
+        "LAST REFRESH".to_owned(),
+        "LAST ERROR".to_owned(),
+    ]];
+    for c in connections {
+        let field = |key: &str| c.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+        let expires = c
+            .get("access_expires_at")
+            .and_then(Value::as_str)
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .map(|at| match at.duration_since(now) {
+                Ok(left) => {
+                    humantime::format_duration(Duration::from_secs(left.as_secs())).to_string()
+                }
+                Err(_) => "expired".to_owned(),
+            })
+            .unwrap_or_else(|| "-".to_owned());
+        let last = field("last_refresh_at");
+        rows.push([
+            field("name"),
+            field("state"),
+            expires,
+            if last.is_empty() { "-".into() } else { last },
+            field("last_error"),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,236 @@
+//! Configuration: the TOML file (SPEC section 2) parsed by a raw serde schema
+//! ([`raw`]) and validated into the typed [`Config`] the rest of bearerd uses.
+//!
+//! Every error names the key path (`connection[0].listen`) and what is wrong, and never
+//! echoes a secret's value. A secret that cannot be resolved (an unset environment
+//! variable, say) is not a config error: the connection starts `misconfigured` and says why,
+//! so one missing credential does not take the other connections down.
+
+mod preset;
+mod raw;
+mod secret;
+mod units;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+pub use secret::SecretSource;
+pub use units::{parse_duration, parse_size};
+
+use crate::token::SecretString;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub runtime: RuntimeConfig,
+    pub shutdown_grace: Duration,
+    pub connections: Vec<ConnectionConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// How browsers reach the admin listener, without a trailing slash.
+    pub public_url: String,
+    pub auth_token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub key: Option<SecretSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    File { dir: PathBuf },
+    Postgres { url: SecretSource },
+}
+
+impl StoreKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::File { .. } => "file",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// Tokio worker threads; `None` means one per core.
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cloudbeds,
+    Apaleo,
+    OAuth2,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cloudbeds => "cloudbeds",
+            Self::Apaleo => "apaleo",
+            Self::OAuth2 => "oauth2",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    /// Connect once in a browser, then redeem refresh tokens.
+    AuthorizationCode,
+    /// Machine to machine: no user, no refresh token.
+    ClientCredentials,
+}
+
+impl GrantKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    ClientSecretPost,
+    ClientSecretBasic,
+}
+
+/// How to tell the provider that a connection is being disconnected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// RFC 7009 token revocation.
+    Rfc7009(Url),
+    /// Cloudbeds: `POST {upstream}/api/v1.3/postAppState` with `app_state=disabled`.
+    CloudbedsAppState(Url),
+    None,
+}
+
+/// Client credentials, resolved from their sources at load time.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub client_id: SecretString,
+    pub client_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    pub name: String,
+    pub provider: Provider,
+    pub listen: SocketAddr,
+    pub upstream: Url,
+    pub grant: GrantKind,
+    /// `Err` says which credential could not be read and why (never its value).
+    pub credentials: Result<Credentials, String>,
+    pub scopes: Vec<String>,
+    pub redirect_uri: Url,
+    pub token_url: Url,
+    pub authorize_url: Option<Url>,
+    pub revocation: Revocation,
+    pub client_auth: ClientAuth,
+    pub refresh_skew: Option<Duration>,
+    pub replay_body_limit: u64,
+    pub max_body: Option<u64>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub probe: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// What is wrong with a config: one line per problem, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![Problem {
+                key: key.into(),
+                message: message.into(),
+            }],
+        }
+    }
+
+    /// True if some problem is about this key path.
+    pub fn names(&self, key: &str) -> bool {
+        self.problems.iter().any(|p| p.key == key)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::one(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = parse_raw(text)?;
+        validate::validate(raw)
+    }
+}
+
+fn parse_raw(text: &str) -> Result<raw::RawConfig, ConfigError> {
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::one(line_of(text, &e), e.message().to_owned()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let key = if path == "." {
+            line_of(text, &inner)
+        } else {
+            path
+        };
+        // `message()` is the bare message; the error's Display would quote the source line,
+        // which could hold a secret.
+        ConfigError::one(key, inner.message().to_owned())
+    })
+}
+
+fn line_of(text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}")
+        }
+        None => "config".to_owned(),
+    }
+}

@@ -1,0 +1,40 @@
+//! Provider presets: the endpoint URLs and conventions that `provider = "..."` fills in.
+//! Any key set in the file wins over the preset.
+
+use super::{ClientAuth, Provider};
+
+pub struct Preset {
+    pub authorize_url: Option<&'static str>,
+    pub token_url: Option<&'static str>,
+    pub revoke_url: Option<&'static str>,
+    pub client_auth: ClientAuth,
+    /// Scopes the provider needs for a refresh token with the authorization-code grant.
+    pub refresh_scopes: &'static [&'static str],
+}
+
+pub fn preset(provider: Provider) -> Preset {
+    match provider {
+        Provider::Cloudbeds => Preset {
+            authorize_url: Some("https://hotels.cloudbeds.com/api/v1.3/oauth"),
+            token_url: Some("https://api.cloudbeds.com/api/v1.3/access_token"),
+            // Cloudbeds has no RFC 7009 endpoint: disconnect is postAppState on the upstream.
+            revoke_url: None,
+            client_auth: ClientAuth::ClientSecretPost,
+            refresh_scopes: &[],
+        },
+        Provider::Apaleo => Preset {
+            authorize_url: Some("https://identity.apaleo.com/connect/authorize"),
+            token_url: Some("https://identity.apaleo.com/connect/token"),
+            revoke_url: Some("https://identity.apaleo.com/connect/revocation"),
+            client_auth: ClientAuth::ClientSecretPost,
+            refresh_scopes: &["offline_access"],
+        },
+        Provider::OAuth2 => Preset {
+            authorize_url: None,
+            token_url: None,
+            revoke_url: None,
+            client_auth: ClientAuth::ClientSecretBasic,
+            refresh_scopes: &[],
+        },
+    }
+}

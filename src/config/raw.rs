@@ -1,0 +1,69 @@
+//! The config file as written: a serde schema that rejects unknown keys. `config.rs` turns it
+//! into the validated, typed [`Config`](super::Config).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::secret::SecretSource;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub admin: Option<RawAdmin>,
+    pub store: Option<RawStore>,
+    pub runtime: Option<RawRuntime>,
+    pub shutdown_grace: Option<String>,
+    #[serde(default)]
+    pub connection: Vec<RawConnection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub auth_token: Option<SecretSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: Option<String>,
+    pub dir: Option<PathBuf>,
+    pub url: Option<SecretSource>,
+    pub key: Option<SecretSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnection {
+    pub name: String,
+    pub provider: String,
+    pub listen: String,
+    pub upstream: String,
+    pub grant: Option<String>,
+    pub client_id: SecretSource,
+    pub client_secret: Option<SecretSource>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub redirect_uri: Option<String>,
+    pub token_url: Option<String>,
+    pub authorize_url: Option<String>,
+    pub revoke_url: Option<String>,
+    pub issuer: Option<String>,
+    pub client_auth: Option<String>,
+    pub refresh_skew: Option<String>,
+    pub replay_body_limit: Option<String>,
+    pub max_body: Option<String>,
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub probe: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}

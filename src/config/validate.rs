@@ -1,0 +1,395 @@
+//! Raw schema -> validated [`Config`]: parse addresses, URLs, durations and sizes, apply
+//! provider presets, check cross-key rules. Problems are collected, not stopped at, so one
+//! run of `bearerd check` shows every mistake.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::preset::preset;
+use super::raw::{RawAdmin, RawConfig, RawConnection, RawStore};
+use super::{
+    AdminConfig, ClientAuth, Config, ConfigError, ConnectionConfig, Credentials, GrantKind,
+    Problem, Provider, Revocation, RuntimeConfig, StoreConfig, StoreKind, parse_duration,
+    parse_size,
+};
+
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+const DEFAULT_REPLAY_LIMIT: u64 = 1 << 20;
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Records the error of `result` under `key` and turns it into an `Option`.
+    fn check<T>(&mut self, key: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.add(key, message);
+                None
+            }
+        }
+    }
+}
+
+pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut problems = Problems::default();
+    let admin = admin(raw.admin, &mut problems);
+    let store = store(raw.store, &mut problems);
+    let shutdown_grace = raw
+        .shutdown_grace
+        .map(|text| problems.check("shutdown_grace", parse_duration(&text)))
+        .unwrap_or(Some(Duration::from_secs(10)));
+    let runtime = RuntimeConfig {
+        worker_threads: raw.runtime.and_then(|r| r.worker_threads),
+    };
+    if runtime.worker_threads == Some(0) {
+        problems.add("runtime.worker_threads", "must be at least 1");
+    }
+
+    let mut names = HashSet::new();
+    let mut listens = HashSet::new();
+    if let Some(admin) = &admin {
+        listens.insert(admin.listen);
+    }
+    let mut connections = Vec::new();
+    for (index, raw_connection) in raw.connection.into_iter().enumerate() {
+        let key = format!("connection[{index}]");
+        if !names.insert(raw_connection.name.clone()) {
+            problems.add(
+                format!("{key}.name"),
+                format!("`{}` is used by another connection", raw_connection.name),
+            );
+        }
+        let public_url = admin.as_ref().map(|a| a.public_url.as_str());
+        if let Some(connection) = connection(&key, raw_connection, public_url, &mut problems) {
+            if connection.listen.port() != 0 && !listens.insert(connection.listen) {
+                problems.add(
+                    format!("{key}.listen"),
+                    format!("{} is used by another listener", connection.listen),
+                );
+            }
+            connections.push(connection);
+        }
+    }
+
+    match (admin, store, shutdown_grace, problems.0.is_empty()) {
+        (Some(admin), Some(store), Some(shutdown_grace), true) => Ok(Config {
+            admin,
+            store,
+            runtime,
+            shutdown_grace,
+            connections,
+        }),
+        _ => Err(ConfigError {
+            problems: problems.0,
+        }),
+    }
+}
+
+fn admin(raw: Option<RawAdmin>, problems: &mut Problems) -> Option<AdminConfig> {
+    let raw = raw.unwrap_or(RawAdmin {
+        listen: None,
+        public_url: None,
+        auth_token: None,
+    });
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let listen = problems.check("admin.listen", socket_addr(listen_text))?;
+    let public_url = match raw.public_url {
+        Some(text) => {
+            let url = problems.check("admin.public_url", http_url(&text))?;
+            url.as_str().trim_end_matches('/').to_owned()
+        }
+        None => format!("http://{listen}"),
+    };
+    let auth_token = match raw.auth_token {
+        Some(source) => Some(problems.check("admin.auth_token", source.resolve())?),
+        None => None,
+    };
+    if auth_token.is_none() && !listen.ip().is_loopback() {
+        problems.add(
+            "admin.auth_token",
+            format!("required because admin.listen ({listen}) is not a loopback address"),
+        );
+        return None;
+    }
+    Some(AdminConfig {
+        listen,
+        public_url,
+        auth_token,
+    })
+}
+
+fn store(raw: Option<RawStore>, problems: &mut Problems) -> Option<StoreConfig> {
+    let raw = raw.unwrap_or(RawStore {
+        kind: None,
+        dir: None,
+        url: None,
+        key: None,
+    });
+    let kind = match raw.kind.as_deref().unwrap_or("file") {
+        "file" => {
+            if raw.url.is_some() {
+                problems.add("store.url", "only used with kind = \"postgres\"");
+            }
+            StoreKind::File {
+                dir: raw.dir.unwrap_or_else(|| PathBuf::from("./bearerd-data")),
+            }
+        }
+        "postgres" => {
+            if raw.dir.is_some() {
+                problems.add("store.dir", "only used with kind = \"file\"");
+            }
+            match raw.url {
+                Some(url) => StoreKind::Postgres { url },
+                None => {
+                    problems.add("store.url", "required with kind = \"postgres\"");
+                    return None;
+                }
+            }
+        }
+        other => {
+            problems.add(
+                "store.kind",
+                format!("`{other}` is not one of \"file\", \"postgres\""),
+            );
+            return None;
+        }
+    };
+    Some(StoreConfig { kind, key: raw.key })
+}
+
+fn connection(
+    key: &str,
+    raw: RawConnection,
+    public_url: Option<&str>,
+    problems: &mut Problems,
+) -> Option<ConnectionConfig> {
+    let before = problems.0.len();
+    let k = |field: &str| format!("{key}.{field}");
+    if !valid_name(&raw.name) {
+        problems.add(
+            k("name"),
+            format!("`{}` must match [a-z0-9][a-z0-9-]{{0,62}}", raw.name),
+        );
+    }
+    let provider = match raw.provider.as_str() {
+        "cloudbeds" => Some(Provider::Cloudbeds),
+        "apaleo" => Some(Provider::Apaleo),
+        "oauth2" => Some(Provider::OAuth2),
+        other => {
+            problems.add(
+                k("provider"),
+                format!("`{other}` is not one of \"cloudbeds\", \"apaleo\", \"oauth2\""),
+            );
+            None
+        }
+    };
+    let grant = match raw.grant.as_deref().unwrap_or("authorization_code") {
+        "authorization_code" => Some(GrantKind::AuthorizationCode),
+        "client_credentials" => Some(GrantKind::ClientCredentials),
+        other => {
+            problems.add(
+                k("grant"),
+                format!("`{other}` is not one of \"authorization_code\", \"client_credentials\""),
+            );
+            None
+        }
+    };
+    let listen = problems.check(k("listen"), socket_addr(&raw.listen));
+    let upstream = problems.check(k("upstream"), http_url(&raw.upstream));
+    if let Some(upstream) = &upstream
+        && (upstream.query().is_some() || upstream.fragment().is_some())
+    {
+        problems.add(k("upstream"), "must not have a query or fragment");
+    }
+    if raw.issuer.is_some() {
+        problems.add(
+            k("issuer"),
+            "discovery from an issuer is not supported yet; set token_url and authorize_url",
+        );
+    }
+    let client_auth = match raw.client_auth.as_deref() {
+        None => None,
+        Some("client_secret_post") => Some(ClientAuth::ClientSecretPost),
+        Some("client_secret_basic") => Some(ClientAuth::ClientSecretBasic),
+        Some(other) => {
+            problems.add(
+                k("client_auth"),
+                format!("`{other}` is not one of \"client_secret_post\", \"client_secret_basic\""),
+            );
+            None
+        }
+    };
+    let mut url_key = |field: &str, value: Option<String>| {
+        value.and_then(|text| problems.check(k(field), http_url(&text)))
+    };
+    let token_url = url_key("token_url", raw.token_url);
+    let authorize_url = url_key("authorize_url", raw.authorize_url);
+    let revoke_url = url_key("revoke_url", raw.revoke_url);
+    let redirect_uri = url_key("redirect_uri", raw.redirect_uri);
+    let duration =
+        |problems: &mut Problems, field: &str, value: Option<String>, default| match value {
+            Some(text) => problems.check(k(field), parse_duration(&text)),
+            None => Some(default),
+        };
+    let timeout = duration(problems, "timeout", raw.timeout, Duration::from_secs(30));
+    let connect_timeout = duration(
+        problems,
+        "connect_timeout",
+        raw.connect_timeout,
+        Duration::from_secs(5),
+    );
+    let refresh_skew = match raw.refresh_skew {
+        Some(text) => Some(problems.check(k("refresh_skew"), parse_duration(&text))?),
+        None => None,
+    };
+    let replay_body_limit = match raw.replay_body_limit {
+        Some(text) => problems.check(k("replay_body_limit"), parse_size(&text)),
+        None => Some(DEFAULT_REPLAY_LIMIT),
+    };
+    let max_body = match raw.max_body {
+        Some(text) => Some(problems.check(k("max_body"), parse_size(&text))?),
+        None => None,
+    };
+    if let Some(probe) = &raw.probe
+        && !probe.starts_with('/')
+    {
+        problems.add(k("probe"), "must be a path starting with `/`");
+    }
+    for (i, scope) in raw.scopes.iter().enumerate() {
+        if scope.is_empty() || scope.contains(char::is_whitespace) {
+            problems.add(
+                format!("{key}.scopes[{i}]"),
+                "must be a non-empty word without spaces",
+            );
+        }
+    }
+
+    let (provider, grant) = (provider?, grant?);
+    let preset = preset(provider);
+    let token_url = match token_url.or_else(|| preset.token_url.and_then(|u| Url::parse(u).ok())) {
+        Some(url) => url,
+        None => {
+            problems.add(k("token_url"), "required for provider = \"oauth2\"");
+            return None;
+        }
+    };
+    let authorize_url =
+        authorize_url.or_else(|| preset.authorize_url.and_then(|u| Url::parse(u).ok()));
+    if grant == GrantKind::AuthorizationCode && authorize_url.is_none() {
+        problems.add(
+            k("authorize_url"),
+            "required for provider = \"oauth2\" with grant = \"authorization_code\"",
+        );
+    }
+    let upstream = upstream?;
+    let revocation = match (revoke_url, provider) {
+        (Some(url), _) => Revocation::Rfc7009(url),
+        (None, Provider::Cloudbeds) => match upstream.join("/api/v1.3/postAppState") {
+            Ok(url) => Revocation::CloudbedsAppState(url),
+            Err(_) => Revocation::None,
+        },
+        (None, _) => match preset.revoke_url.and_then(|u| Url::parse(u).ok()) {
+            Some(url) => Revocation::Rfc7009(url),
+            None => Revocation::None,
+        },
+    };
+    let mut scopes = raw.scopes;
+    if grant == GrantKind::AuthorizationCode {
+        for extra in preset.refresh_scopes {
+            if !scopes.iter().any(|s| s == extra) {
+                scopes.push((*extra).to_owned());
+            }
+        }
+    }
+    let redirect_uri = match redirect_uri {
+        Some(url) => url,
+        None => {
+            let base = public_url?;
+            problems.check(
+                k("redirect_uri"),
+                http_url(&format!("{base}/oauth/callback")),
+            )?
+        }
+    };
+    let credentials = credentials(key, &raw.client_id, raw.client_secret.as_ref());
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(ConnectionConfig {
+        name: raw.name,
+        provider,
+        listen: listen?,
+        upstream,
+        grant,
+        credentials,
+        scopes,
+        redirect_uri,
+        token_url,
+        authorize_url,
+        revocation,
+        client_auth: client_auth.unwrap_or(preset.client_auth),
+        refresh_skew,
+        replay_body_limit: replay_body_limit?,
+        max_body,
+        timeout: timeout?,
+        connect_timeout: connect_timeout?,
+        probe: raw.probe,
+        ca_file: raw.ca_file,
+    })
+}
+
+fn credentials(
+    key: &str,
+    client_id: &super::SecretSource,
+    client_secret: Option<&super::SecretSource>,
+) -> Result<Credentials, String> {
+    let client_id = client_id
+        .resolve()
+        .map_err(|e| format!("{key}.client_id: {e}"))?;
+    let client_secret = match client_secret {
+        Some(source) => Some(
+            source
+                .resolve()
+                .map_err(|e| format!("{key}.client_secret: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Credentials {
+        client_id,
+        client_secret,
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    !bytes.is_empty() && bytes.len() <= 63 && bytes[0] != b'-' && bytes.iter().all(allowed)
+}
+
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not an address like \"127.0.0.1:8081\""))
+}
+
+fn http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        _ => Err(format!(
+            "`{text}` must be an http:// or https:// URL with a host"
+        )),
+    }
+}

@@ -1,0 +1,33 @@
+//! bearerd: a token-refreshing authenticating reverse proxy.
+//!
+//! A legacy app points its API base URL at a bearerd listener; bearerd forwards each request
+//! to the real upstream with a current `Authorization: Bearer` token and owns the token's
+//! whole lifecycle.
+//!
+//! # Request flow
+//!
+//! app -> [`serve`] (HTTP/1.1 or h2c) -> [`proxy::Proxy::handle`]: refuse non-origin-form
+//! targets, strip hop-by-hop headers and the app's `Authorization`, read the token from the
+//! connection's cell ([`token::Connection::token`], lock-free), forward through the pooled
+//! client ([`upstream`]). On a 401 for the current generation, ask the refresher for a newer
+//! one, wait for it, replay a buffered body once.
+//!
+//! # Layout
+//!
+//! - [`config`]: TOML schema -> validated [`config::Config`]; provider presets; secrets.
+//! - [`app`]: wiring, listeners, graceful shutdown.
+//! - [`proxy`]: the per-connection service and the error -> status map.
+//! - [`upstream`]: rustls client, base URL joining.
+//! - [`token`]: the token cell; [`token::refresher`] (single writer, schedule, backoff),
+//!   [`token::oauth`] (token endpoint and failure classification), [`token::schedule`].
+//! - [`admin`]: health, readiness, metrics, status JSON, manual refresh.
+//! - [`metrics`]: every metric name, one owned registry.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod serve;
+pub mod token;
+pub mod upstream;

@@ -1,0 +1,237 @@
+//! Every metric of SPEC section 8, in one owned registry. Per-connection handles are
+//! resolved once ([`ConnectionMetrics`]) so the request path does no label lookups.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::token::TokenState;
+use crate::token::state::{ConnState, Outcome};
+
+/// Why a refresh ran (the `trigger` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Scheduled,
+    Unauthorized,
+    Startup,
+    Manual,
+    Connect,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Unauthorized => "unauthorized",
+            Self::Startup => "startup",
+            Self::Manual => "manual",
+            Self::Connect => "connect",
+        }
+    }
+}
+
+/// The registry and the metric families.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_unauthorized: IntCounterVec,
+    replays: IntCounterVec,
+    token_refreshes: IntCounterVec,
+    token_refresh_duration: HistogramVec,
+    token_refresh_waiters: IntCounterVec,
+    token_expiry: IntGaugeVec,
+    token_generation: IntGaugeVec,
+    connection_state: IntGaugeVec,
+    store_operations: IntCounterVec,
+}
+
+const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const REFRESH_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok::<_, prometheus::Error>(metric)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok::<_, prometheus::Error>(metric)
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let metric = HistogramVec::new(opts, &["connection"])?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok::<_, prometheus::Error>(metric)
+        };
+        Ok(Self {
+            requests: counter(
+                "bearerd_requests_total",
+                "Requests answered by the proxy, by status class.",
+                &["connection", "code"],
+            )?,
+            request_duration: histogram(
+                "bearerd_request_duration_seconds",
+                "Time from request to response headers.",
+                REQUEST_BUCKETS,
+            )?,
+            upstream_unauthorized: counter(
+                "bearerd_upstream_unauthorized_total",
+                "Upstream 401s (or provider auth-failure signals), by the token's generation.",
+                &["connection", "token"],
+            )?,
+            replays: counter(
+                "bearerd_replays_total",
+                "Requests replayed after a 401, by outcome.",
+                &["connection", "outcome"],
+            )?,
+            token_refreshes: counter(
+                "bearerd_token_refreshes_total",
+                "Token endpoint requests, by trigger and result.",
+                &["connection", "trigger", "result"],
+            )?,
+            token_refresh_duration: histogram(
+                "bearerd_token_refresh_duration_seconds",
+                "Duration of token endpoint requests.",
+                REFRESH_BUCKETS,
+            )?,
+            token_refresh_waiters: counter(
+                "bearerd_token_refresh_waiters_total",
+                "Callers that waited for a refresh instead of starting their own.",
+                &["connection"],
+            )?,
+            token_expiry: gauge(
+                "bearerd_token_expiry_timestamp_seconds",
+                "Unix time the current access token expires (0 if none or unknown).",
+                &["connection"],
+            )?,
+            token_generation: gauge(
+                "bearerd_token_generation",
+                "Generation of the current token set.",
+                &["connection"],
+            )?,
+            connection_state: gauge(
+                "bearerd_connection_state",
+                "1 for the connection's current state, 0 for the others.",
+                &["connection", "state"],
+            )?,
+            store_operations: counter(
+                "bearerd_store_operations_total",
+                "Token store operations, by result.",
+                &["op", "result"],
+            )?,
+            registry,
+        })
+    }
+
+    /// Resolves (and so exposes, at zero) every series of one connection.
+    pub fn connection(&self, name: &str) -> ConnectionMetrics {
+        let codes =
+            ["2xx", "3xx", "4xx", "5xx"].map(|c| self.requests.with_label_values(&[name, c]));
+        let states =
+            ConnState::ALL.map(|s| self.connection_state.with_label_values(&[name, s.as_str()]));
+        ConnectionMetrics {
+            name: name.to_owned(),
+            requests: codes,
+            request_duration: self.request_duration.with_label_values(&[name]),
+            unauthorized_current: self
+                .upstream_unauthorized
+                .with_label_values(&[name, "current"]),
+            unauthorized_superseded: self
+                .upstream_unauthorized
+                .with_label_values(&[name, "superseded"]),
+            replay_ok: self.replays.with_label_values(&[name, "ok"]),
+            replay_unauthorized: self.replays.with_label_values(&[name, "unauthorized"]),
+            replay_not_replayable: self.replays.with_label_values(&[name, "not_replayable"]),
+            refreshes: self.token_refreshes.clone(),
+            refresh_duration: self.token_refresh_duration.with_label_values(&[name]),
+            refresh_waiters: self.token_refresh_waiters.with_label_values(&[name]),
+            expiry: self.token_expiry.with_label_values(&[name]),
+            generation: self.token_generation.with_label_values(&[name]),
+            states,
+        }
+    }
+
+    pub fn store_operation(&self, op: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.store_operations.with_label_values(&[op, result]).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// One connection's metric handles.
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    name: String,
+    requests: [IntCounter; 4],
+    pub request_duration: prometheus::Histogram,
+    pub unauthorized_current: IntCounter,
+    pub unauthorized_superseded: IntCounter,
+    pub replay_ok: IntCounter,
+    pub replay_unauthorized: IntCounter,
+    pub replay_not_replayable: IntCounter,
+    refreshes: IntCounterVec,
+    pub refresh_duration: prometheus::Histogram,
+    pub refresh_waiters: IntCounter,
+    expiry: IntGauge,
+    generation: IntGauge,
+    states: [IntGauge; 7],
+}
+
+impl ConnectionMetrics {
+    pub fn request(&self, status: http::StatusCode, elapsed: Duration) {
+        let class = match status.as_u16() {
+            ..300 => 0,
+            300..400 => 1,
+            400..500 => 2,
+            _ => 3,
+        };
+        self.requests[class].inc();
+        self.request_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn refresh(&self, trigger: Trigger, outcome: Outcome, elapsed: Duration) {
+        self.refreshes
+            .with_label_values(&[self.name.as_str(), trigger.as_str(), outcome.as_str()])
+            .inc();
+        self.refresh_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Mirrors a new cell value into the gauges.
+    pub fn publish(&self, state: &TokenState) {
+        let expiry = state
+            .expires_at_wall
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        self.expiry
+            .set(if state.has_valid_token(tokio::time::Instant::now()) {
+                expiry
+            } else {
+                0
+            });
+        self.generation.set(state.generation as i64);
+        for (gauge, s) in self.states.iter().zip(ConnState::ALL) {
+            gauge.set(i64::from(s == state.state));
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, for status JSON.
+pub fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

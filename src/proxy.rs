@@ -1,0 +1,252 @@
+//! The proxy service: one per connection. Checks the request target, rewrites headers,
+//! injects the current token, forwards with a timeout, and on a 401 refreshes (if the
+//! failed token is still current) and replays a buffered body once.
+//!
+//! Request flow: `handle` -> `forward` -> (`send`, 401? -> `replay`) -> response. Every
+//! error bearerd produces itself goes through [`problem::ProxyError`].
+
+mod headers;
+pub mod problem;
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
+use tokio::time::Instant;
+
+use crate::token::{Connection, Token};
+use crate::upstream::{HttpClient, Target, UpstreamBody};
+use problem::{ProblemContext, ProxyError};
+
+pub use headers::strip_hop_by_hop;
+
+/// A proxied response streams the upstream body; bearerd's own answers are small and whole.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Per-connection proxy settings and handles.
+pub struct Proxy {
+    pub connection: Arc<Connection>,
+    pub client: HttpClient,
+    pub target: Target,
+    pub replay_body_limit: u64,
+    pub max_body: Option<u64>,
+    pub timeout: Duration,
+    /// `{public_url}/connections/NAME/connect`, named in 503 answers.
+    pub connect_url: String,
+}
+
+/// The request body as it will go upstream.
+enum OutBody {
+    /// Buffered: can be replayed after a 401.
+    Buffered(Bytes),
+    /// Streamed: sent once.
+    Streamed(Incoming),
+}
+
+impl Proxy {
+    /// Answers one request from the app. Never fails: errors become problem+json.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let response = match self.forward(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(connection = %self.connection.name, %error, "request failed");
+                let context = ProblemContext {
+                    connection: &self.connection.name,
+                    connect_url: &self.connect_url,
+                };
+                error.to_response(&context).map(Either::Right)
+            }
+        };
+        self.connection
+            .metrics
+            .request(response.status(), started.elapsed());
+        response
+    }
+
+    async fn forward(&self, request: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+        check_target(&request)?;
+        let (mut parts, body) = request.into_parts();
+        let length = content_length(&parts)?;
+        if let (Some(max), Some(length)) = (self.max_body, length)
+            && length > max
+        {
+            return Err(ProxyError::TooLarge(max));
+        }
+        headers::strip_request(&mut parts.headers);
+        let uri = self
+            .target
+            .uri(parts.uri.path_and_query())
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        let token = self.connection.token().await?;
+        match self.read_body(length, body).await? {
+            OutBody::Streamed(body) => {
+                let limit = self
+                    .max_body
+                    .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+                let body = Either::Right(Limited::new(body, limit));
+                let request = upstream_request(parts.method, uri, parts.headers, body, &token);
+                let response = self.send(request).await?;
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    // The body is gone: the 401 goes to the app, and a refresh starts if
+                    // this token is still the current one.
+                    if self.count_unauthorized(&token) {
+                        self.connection.ask(token.generation, true);
+                    }
+                    self.connection.metrics.replay_not_replayable.inc();
+                }
+                Ok(finish(response))
+            }
+            OutBody::Buffered(bytes) => {
+                let full = Either::Left(Full::new(bytes.clone()));
+                let request = upstream_request(
+                    parts.method.clone(),
+                    uri.clone(),
+                    parts.headers.clone(),
+                    full,
+                    &token,
+                );
+                let response = self.send(request).await?;
+                if response.status() != StatusCode::UNAUTHORIZED {
+                    return Ok(finish(response));
+                }
+                self.count_unauthorized(&token);
+                // Joins (or starts) the refresh when `token` is current; returns the newer
+                // token at once when it was already superseded.
+                let newer = self.connection.newer_than(token.generation, true).await?;
+                let full = Either::Left(Full::new(bytes));
+                let request = upstream_request(parts.method, uri, parts.headers, full, &newer);
+                let response = self.send(request).await?;
+                let metrics = &self.connection.metrics;
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    metrics.replay_unauthorized.inc();
+                } else {
+                    metrics.replay_ok.inc();
+                }
+                Ok(finish(response))
+            }
+        }
+    }
+
+    /// Counts an upstream 401 for `token`; true if `token` is still the current generation.
+    fn count_unauthorized(&self, token: &Token) -> bool {
+        let metrics = &self.connection.metrics;
+        let current = token.generation >= self.connection.generation();
+        if current {
+            metrics.unauthorized_current.inc();
+        } else {
+            metrics.unauthorized_superseded.inc();
+        }
+        current
+    }
+
+    /// Buffers small bodies (so a 401 can be replayed) and streams the rest.
+    async fn read_body(&self, length: Option<u64>, body: Incoming) -> Result<OutBody, ProxyError> {
+        let small = match length {
+            Some(length) => length <= self.replay_body_limit,
+            None => body.is_end_stream(),
+        };
+        if !small {
+            return Ok(OutBody::Streamed(body));
+        }
+        let limit = usize::try_from(self.replay_body_limit).unwrap_or(usize::MAX);
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(OutBody::Buffered(collected.to_bytes())),
+            Err(_) => Err(ProxyError::BadRequest("request body could not be read")),
+        }
+    }
+
+    async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) if caused_by::<LengthLimitError>(&error) => {
+                Err(ProxyError::TooLarge(self.max_body.unwrap_or(u64::MAX)))
+            }
+            Ok(Err(error)) => Err(ProxyError::Unreachable(error_chain(&error))),
+            Err(_) => Err(ProxyError::Timeout(self.timeout)),
+        }
+    }
+}
+
+fn upstream_request(
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    body: UpstreamBody,
+    token: &Token,
+) -> Request<UpstreamBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, token.header.clone());
+    request
+}
+
+fn finish(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Either::Left(body))
+}
+
+/// Only origin-form targets: bearerd is never an open proxy.
+fn check_target(request: &Request<Incoming>) -> Result<(), ProxyError> {
+    if request.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    // HTTP/2 always carries scheme and authority as pseudo-headers; over HTTP/1 they mean
+    // an absolute-form target.
+    if request.version() < Version::HTTP_2 && request.uri().authority().is_some() {
+        return Err(ProxyError::BadRequest(
+            "absolute-form request targets are not accepted; send /path?query",
+        ));
+    }
+    if !request.uri().path().starts_with('/') {
+        return Err(ProxyError::BadRequest("request target must start with /"));
+    }
+    Ok(())
+}
+
+fn content_length(parts: &Parts) -> Result<Option<u64>, ProxyError> {
+    match parts.headers.get(CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map(Some)
+            .ok_or(ProxyError::BadRequest("malformed Content-Length")),
+    }
+}
+
+fn caused_by<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<E>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// An error and its causes on one line ("client error (Connect): tcp connect error: ...").
+pub fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}

@@ -1,0 +1,78 @@
+//! Header rewriting between the app and the upstream (SPEC section 3).
+
+use http::HeaderMap;
+use http::header::{
+    AUTHORIZATION, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+
+const KEEP_ALIVE: &str = "keep-alive";
+const PROXY_CONNECTION: &str = "proxy-connection";
+
+/// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
+/// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<String> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect();
+        for name in named {
+            headers.remove(name.as_str());
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in [
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+}
+
+/// Prepares the app's request headers for the upstream: hop-by-hop headers, the app's own
+/// `Authorization` and its `Host` (the client sets the upstream's) are removed.
+pub fn strip_request(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.remove(AUTHORIZATION);
+    headers.remove(HOST);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_named_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "x-custom, Keep-Alive"),
+            ("x-custom", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic abc"),
+            ("proxy-connection", "keep-alive"),
+            ("authorization", "Bearer app-token"),
+            ("host", "127.0.0.1:8081"),
+            ("x-keep", "yes"),
+            ("accept", "application/json"),
+        ] {
+            h.append(k, v.parse().unwrap());
+        }
+        strip_request(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-keep", "accept"]);
+    }
+}

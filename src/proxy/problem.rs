@@ -1,0 +1,98 @@
+//! Errors bearerd itself answers with, and the one exhaustive map from cause to HTTP status
+//! and `application/problem+json` body (SPEC section 3).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::token::{ConnState, TokenError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("connection is {}", state.as_str())]
+    NotConnected { state: ConnState },
+    #[error("no valid token: the token endpoint is failing")]
+    TokenUnavailable { retry_after: Duration },
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream did not answer in {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("request body is larger than max_body ({0} bytes)")]
+    TooLarge(u64),
+}
+
+impl From<TokenError> for ProxyError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::NotConnected { state } => Self::NotConnected { state },
+            TokenError::Unavailable { retry_after } => Self::TokenUnavailable { retry_after },
+        }
+    }
+}
+
+/// What a problem response needs to know about its connection.
+pub struct ProblemContext<'a> {
+    pub connection: &'a str,
+    pub connect_url: &'a str,
+}
+
+impl ProxyError {
+    pub fn to_response(&self, context: &ProblemContext<'_>) -> Response<Full<Bytes>> {
+        let (status, title, retry_after) = match self {
+            Self::NotConnected { .. } => (StatusCode::SERVICE_UNAVAILABLE, "Not connected", None),
+            Self::TokenUnavailable { retry_after } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Token temporarily unavailable",
+                Some(retry_after.as_secs().max(1)),
+            ),
+            Self::Unreachable(_) => (StatusCode::BAD_GATEWAY, "Upstream unreachable", None),
+            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Upstream timed out", None),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request", None),
+            Self::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+                None,
+            ),
+        };
+        let detail = match self {
+            Self::NotConnected {
+                state: ConnState::Misconfigured,
+            } => format!(
+                "connection {} is misconfigured; the operator must fix its configuration (see {})",
+                context.connection,
+                context.connect_url.trim_end_matches("/connect"),
+            ),
+            Self::NotConnected { state } => format!(
+                "connection {} has no usable token ({}); reconnect it at {}",
+                context.connection,
+                state.as_str(),
+                context.connect_url,
+            ),
+            other => other.to_string(),
+        };
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+            "connection": context.connection,
+        });
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+        if let Some(secs) = retry_after {
+            headers.insert(RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        response
+    }
+}

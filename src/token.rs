@@ -1,0 +1,297 @@
+//! Tokens and the per-connection token cell.
+//!
+//! [`Connection`] is shared by the proxy and the connection's refresher. The proxy reads the
+//! current [`TokenState`] from an `ArcSwap` without locks; when the token is unusable it
+//! *asks* for a generation newer than the one that failed and waits on a `watch`. The
+//! refresher ([`refresher`]) is the only writer of the cell, so single flight holds by
+//! construction: asking "newer than G" when the cell already holds a newer generation is
+//! answered at once, and many askers of the same G share one refresh.
+
+pub mod oauth;
+pub mod refresher;
+pub mod schedule;
+pub mod state;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+pub use state::{ConnState, Outcome};
+
+use crate::metrics::ConnectionMetrics;
+
+/// A secret string (token, client secret): `Debug` is redacted, there is no `Display`, and
+/// the value is read only through [`SecretString::secret`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(Arc<str>);
+
+impl SecretString {
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
+/// What a token endpoint returned.
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub expires_in: Option<Duration>,
+    pub scope: Option<String>,
+}
+
+/// A token ready for a request: the `Authorization` value (marked sensitive) and the
+/// generation it belongs to, so a 401 can say which generation failed.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub header: HeaderValue,
+    pub generation: u64,
+}
+
+/// The contents of a connection's cell. Replaced whole on every change.
+#[derive(Debug, Clone)]
+pub struct TokenState {
+    /// +1 per token set swapped in.
+    pub generation: u64,
+    bearer: Option<HeaderValue>,
+    pub expires_at: Option<Instant>,
+    pub expires_at_wall: Option<SystemTime>,
+    pub state: ConnState,
+    /// When the refresher will try again after a transient failure.
+    pub retry_at: Option<Instant>,
+    /// Refresh attempts finished, successful or not.
+    pub attempts: u64,
+    /// Successful refreshes.
+    pub refreshes: u64,
+    pub last_refresh: Option<SystemTime>,
+    pub last_error: Option<String>,
+}
+
+impl TokenState {
+    pub fn initial(state: ConnState, last_error: Option<String>) -> Self {
+        Self {
+            generation: 0,
+            bearer: None,
+            expires_at: None,
+            expires_at_wall: None,
+            state,
+            retry_at: None,
+            attempts: 0,
+            refreshes: 0,
+            last_refresh: None,
+            last_error,
+        }
+    }
+
+    /// The token, if there is one and it has not expired at `now`.
+    pub fn usable(&self, now: Instant) -> Option<Token> {
+        let header = self.bearer.as_ref()?;
+        match self.expires_at {
+            Some(at) if at <= now => None,
+            _ => Some(Token {
+                header: header.clone(),
+                generation: self.generation,
+            }),
+        }
+    }
+
+    pub fn has_valid_token(&self, now: Instant) -> bool {
+        self.bearer.is_some() && self.expires_at.is_none_or(|at| at > now)
+    }
+
+    /// Why a caller that needs a newer token should not wait, if it should not.
+    fn refusal(&self, now: Instant) -> Option<TokenError> {
+        if self.state.is_dead_end() {
+            return Some(TokenError::NotConnected { state: self.state });
+        }
+        match self.retry_at {
+            Some(at) if self.state == ConnState::Degraded && at > now => {
+                Some(TokenError::Unavailable {
+                    retry_after: at - now,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why a request cannot have a token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    #[error("connection is {}", state.as_str())]
+    NotConnected { state: ConnState },
+    #[error("token endpoint is failing; retry in {retry_after:?}")]
+    Unavailable { retry_after: Duration },
+}
+
+/// Shared between the proxy (reader) and the refresher (the only writer).
+pub struct Connection {
+    pub name: String,
+    cell: ArcSwap<TokenState>,
+    /// The lowest generation some caller needs (its failed generation + 1).
+    wanted: AtomicU64,
+    /// Some caller's need comes from an upstream 401 (for the refresh metric's trigger).
+    unauthorized: AtomicBool,
+    /// An operator asked for a refresh whatever the current token.
+    forced: AtomicBool,
+    wake: Notify,
+    changed: watch::Sender<u64>,
+    /// Longest a request waits for a refresh before it gets 503.
+    wait_limit: Duration,
+    pub metrics: ConnectionMetrics,
+}
+
+impl Connection {
+    pub fn new(
+        name: String,
+        initial: TokenState,
+        wait_limit: Duration,
+        metrics: ConnectionMetrics,
+    ) -> Arc<Self> {
+        metrics.publish(&initial);
+        Arc::new(Self {
+            name,
+            cell: ArcSwap::from_pointee(initial),
+            wanted: AtomicU64::new(0),
+            unauthorized: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+            wake: Notify::new(),
+            changed: watch::channel(0).0,
+            wait_limit,
+            metrics,
+        })
+    }
+
+    /// A snapshot of the cell, for status reporting.
+    pub fn snapshot(&self) -> Arc<TokenState> {
+        self.cell.load_full()
+    }
+
+    /// A token for a request. Lock-free when the current token is usable; otherwise joins
+    /// (or starts) the refresh and waits for it.
+    pub async fn token(&self) -> Result<Token, TokenError> {
+        let generation = {
+            let current = self.cell.load();
+            if let Some(token) = current.usable(Instant::now()) {
+                return Ok(token);
+            }
+            current.generation
+        };
+        self.newer_than(generation, false).await
+    }
+
+    /// A token newer than `failed`: at once if the cell already has one, else after the
+    /// refresh this call joins or starts. `unauthorized` says the upstream rejected `failed`.
+    pub async fn newer_than(&self, failed: u64, unauthorized: bool) -> Result<Token, TokenError> {
+        let mut changes = self.changed.subscribe();
+        let attempts_before = {
+            let current = self.cell.load();
+            if current.generation <= failed {
+                if let Some(refusal) = current.refusal(Instant::now()) {
+                    return Err(refusal);
+                }
+                self.ask(failed, unauthorized);
+                self.metrics.refresh_waiters.inc();
+            }
+            current.attempts
+        };
+        let deadline = Instant::now() + self.wait_limit;
+        loop {
+            {
+                let current = self.cell.load();
+                let now = Instant::now();
+                if current.generation > failed {
+                    return current.usable(now).ok_or(TokenError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+                if let Some(refusal) = current.refusal(now) {
+                    return Err(refusal);
+                }
+                if current.attempts > attempts_before && current.state != ConnState::Refreshing {
+                    // The refresh we joined failed (a dead end or backoff is caught above).
+                    return Err(TokenError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                // Timed out, or the refresher is gone (shutting down).
+                Ok(Err(_)) | Err(_) => {
+                    return Err(TokenError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Asks the refresher for a generation newer than `failed`, without waiting. Asking
+    /// again for the same or an older generation changes nothing.
+    pub fn ask(&self, failed: u64, unauthorized: bool) {
+        if unauthorized {
+            self.unauthorized.store(true, Ordering::Relaxed);
+        }
+        self.wanted.fetch_max(failed + 1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    /// The generation in the cell now.
+    pub fn generation(&self) -> u64 {
+        self.cell.load().generation
+    }
+
+    /// Asks for a refresh whatever the current token (admin `POST .../refresh`) and waits
+    /// until that attempt finishes. Joins a refresh already in flight.
+    pub async fn refresh_now(&self) -> Arc<TokenState> {
+        let mut changes = self.changed.subscribe();
+        let before = self.cell.load().attempts;
+        self.forced.store(true, Ordering::Release);
+        self.wake.notify_one();
+        let deadline = Instant::now() + self.wait_limit;
+        loop {
+            let current = self.cell.load_full();
+            if current.attempts > before && current.state != ConnState::Refreshing {
+                return current;
+            }
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return current;
+            }
+        }
+    }
+
+    /// Refresher side: swap in a new state and wake every waiter.
+    fn publish(&self, next: TokenState) {
+        self.metrics.publish(&next);
+        self.cell.store(Arc::new(next));
+        self.changed.send_modify(|version| *version += 1);
+    }
+}
+
+/// Builds the `Authorization` header value for an access token, marked sensitive so HTTP/2
+/// never indexes it. `None` if the token has characters a header cannot carry.
+pub fn bearer_header(access_token: &SecretString) -> Option<HeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {}", access_token.secret())).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}

@@ -1,0 +1,203 @@
+//! Test-support servers for bearerd integration tests.
+//!
+//! * [`TokenServer`]: a scriptable OAuth 2.0 token endpoint (PROVIDERS.md §4) with rotation modes,
+//!   scripted failures, RFC 7009 revocation and counters for assertions.
+//! * [`Upstream`]: a resource server that checks bearer tokens against a [`TokenServer`] and
+//!   offers echo, streaming, delay, status and Cloudbeds-style paths (HTTP/1.1 and h2c).
+//!
+//! Both bind `127.0.0.1:0` and serve from spawned tokio tasks, so they live as long as the test's
+//! runtime. Small client helpers ([`get`], [`post_form`], [`send`]) are included for tests that
+//! talk to the servers (or to the proxy) directly. Use with `mod support;` in a `tests/*.rs` file.
+#![allow(dead_code)]
+
+pub mod token_server;
+pub mod upstream;
+
+#[allow(unused_imports)]
+pub use token_server::{
+    ClientAuth, Failure, Rotation, TokenRequestLog, TokenServer, TokenServerConfig,
+};
+#[allow(unused_imports)]
+pub use upstream::{Upstream, pattern_bytes};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+/// Error type used by the support code and its helpers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Binds `127.0.0.1:0` and serves every accepted connection with `handler` (HTTP/1.1 and h2c via
+/// the hyper-util auto builder) from a spawned task. A handler error closes the connection
+/// without a response (HTTP/1.1) or resets the stream (h2).
+pub(crate) async fn spawn_server<F, Fut, B>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, BoxError>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let listener = match TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => panic!("support server: bind 127.0.0.1:0 failed: {e}"),
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => panic!("support server: local_addr failed: {e}"),
+    };
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(handler);
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Lower-case hex SHA-256 of `data` (matches the upstream echo's `body_sha256`).
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `Basic` credentials as RFC 6749 §2.3.1 wants them: id and secret form-urlencoded, then base64.
+pub fn basic_auth(client_id: &str, client_secret: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let raw = format!("{}:{}", enc(client_id), enc(client_secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// A fully read response.
+#[derive(Debug, Clone)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    /// The body parsed as JSON (`Value::Null` if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// A header as a string (first value), if present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// A plain-HTTP hyper-util legacy client (HTTP/1.1; `http2_only` for h2c prior knowledge).
+pub fn http_client(http2_only: bool) -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(http2_only)
+        .build_http()
+}
+
+/// Sends `req` on a fresh HTTP/1.1 client and reads the whole response.
+pub async fn send(req: Request<Full<Bytes>>) -> Result<TestResponse, BoxError> {
+    send_with(&http_client(false), req).await
+}
+
+/// Sends `req` with `client` and reads the whole response.
+pub async fn send_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Result<TestResponse, BoxError> {
+    let resp = client.request(req).await?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(TestResponse {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// `GET url`, with `Authorization: Bearer <token>` when given.
+pub async fn get(url: &str, bearer: Option<&str>) -> Result<TestResponse, BoxError> {
+    let mut req = Request::builder().method(Method::GET).uri(url);
+    if let Some(t) = bearer {
+        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+    }
+    send(req.body(Full::new(Bytes::new()))?).await
+}
+
+/// `POST url` with an `application/x-www-form-urlencoded` body; `basic` adds
+/// `Authorization: Basic` (see [`basic_auth`]).
+pub async fn post_form(
+    url: &str,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> Result<TestResponse, BoxError> {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut req = Request::builder().method(Method::POST).uri(url).header(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    if let Some((id, secret)) = basic {
+        req = req.header(AUTHORIZATION, basic_auth(id, secret));
+    }
+    send(req.body(Full::new(Bytes::from(body)))?).await
+}
+
+/// `grant_type=refresh_token` with the server's own `client_secret_post` credentials.
+pub async fn refresh_post(
+    server: &TokenServer,
+    refresh_token: &str,
+) -> Result<TestResponse, BoxError> {
+    let (id, secret) = (server.client_id(), server.client_secret());
+    post_form(
+        &server.token_url(),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+        None,
+    )
+    .await
+}

@@ -1,0 +1,265 @@
+//! Upstream resource server for integration tests (HTTP/1.1 and h2c).
+//!
+//! [`Upstream::start`] checks `Authorization: Bearer` with [`TokenServer::validate_access`] and
+//! answers 401 `WWW-Authenticate: Bearer error="invalid_token"` when it fails;
+//! [`Upstream::start_open`] accepts everything. Paths:
+//! * `/bytes/N`: N bytes of [`pattern_bytes`], streamed in 64 KiB chunks;
+//! * `/delay/MS`: echo after MS milliseconds;
+//! * `/status/NNN`: that status with a small JSON body;
+//! * `/cloudbeds/dead`: 200 `{"success":false,"message":"User who approved this connection is
+//!   not active anymore"}`; `/cloudbeds/unauthorized` and `/cloudbeds/access_denied`: the two
+//!   Cloudbeds 401 bodies of PROVIDERS.md §4 rule 14;
+//! * `/hop`: echo plus hop-by-hop response headers a proxy must strip;
+//! * anything else: a JSON echo of the request (body hashed while streaming).
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{BoxError, TokenServer};
+
+type Resp = Response<BoxBody<Bytes, Infallible>>;
+
+const CHUNK: u64 = 64 * 1024;
+
+/// The deterministic pattern served by `/bytes/N`: byte i is `(i % 251) as u8`.
+pub fn pattern_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+}
+
+struct Inner {
+    tokens: Option<TokenServer>,
+    requests: AtomicUsize,
+    unauthorized: AtomicUsize,
+}
+
+impl Upstream {
+    /// Validates bearer tokens with `tokens.validate_access`.
+    pub async fn start(tokens: TokenServer) -> Upstream {
+        Self::start_with(Some(tokens)).await
+    }
+
+    /// Accepts any request without an auth check.
+    pub async fn start_open() -> Upstream {
+        Self::start_with(None).await
+    }
+
+    async fn start_with(tokens: Option<TokenServer>) -> Upstream {
+        let inner = Arc::new(Inner {
+            tokens,
+            requests: AtomicUsize::new(0),
+            unauthorized: AtomicUsize::new(0),
+        });
+        let handler_inner = inner.clone();
+        let addr = super::spawn_server(move |req| handle(handler_inner.clone(), req)).await;
+        Upstream { inner, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    /// Every request received, 401s included.
+    pub fn requests(&self) -> usize {
+        self.inner.requests.load(Ordering::SeqCst)
+    }
+    /// 401s answered for a missing, invalid or expired token.
+    pub fn unauthorized(&self) -> usize {
+        self.inner.unauthorized.load(Ordering::SeqCst)
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> BoxBody<Bytes, Infallible> {
+    Full::new(body.into()).boxed()
+}
+
+fn json_resp(status: StatusCode, body: &Value) -> Resp {
+    let mut r = Response::new(full(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxError> {
+    inner.requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(tokens) = &inner.tokens
+        && !bearer(&req).is_some_and(|t| tokens.validate_access(t))
+    {
+        inner.unauthorized.fetch_add(1, Ordering::SeqCst);
+        let mut r = json_resp(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "invalid_token", "error_description": "missing, invalid or expired access token"}),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        return Ok(r);
+    }
+    let path = req.uri().path().to_owned();
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let Ok(total) = n.parse::<u64>() else {
+            return Ok(json_resp(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "bad length"}),
+            ));
+        };
+        let mut r = Response::new(PatternBody { sent: 0, total }.boxed());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return Ok(r);
+    }
+    if let Some(ms) = path.strip_prefix("/delay/") {
+        let Ok(ms) = ms.parse::<u64>() else {
+            return Ok(json_resp(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "bad delay"}),
+            ));
+        };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return echo(req).await;
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        return Ok(
+            match code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+            {
+                Some(status) => json_resp(status, &json!({"status": status.as_u16()})),
+                None => json_resp(StatusCode::BAD_REQUEST, &json!({"error": "bad status"})),
+            },
+        );
+    }
+    match path.as_str() {
+        "/cloudbeds/dead" => Ok(json_resp(
+            StatusCode::OK,
+            &json!({"success": false, "message": "User who approved this connection is not active anymore"}),
+        )),
+        "/cloudbeds/unauthorized" => Ok(json_resp(
+            StatusCode::UNAUTHORIZED,
+            &json!({"type": "unauthorized", "title": "Unauthorized", "status": 401, "detail": "401 UNAUTHORIZED"}),
+        )),
+        "/cloudbeds/access_denied" => Ok(json_resp(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "access_denied", "message": "The resource owner or authorization server denied the request."}),
+        )),
+        "/hop" => {
+            let mut r = echo(req).await?;
+            let h = r.headers_mut();
+            for (name, value) in [
+                ("x-hop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-authenticate", "Basic"),
+                ("trailer", "x-t"),
+                ("connection", "x-hop"),
+            ] {
+                h.insert(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            Ok(r)
+        }
+        _ => echo(req).await,
+    }
+}
+
+/// JSON description of the request; the body is hashed as its chunks arrive.
+async fn echo(req: Request<Incoming>) -> Result<Resp, BoxError> {
+    let (parts, mut body) = req.into_parts();
+    let mut hasher = Sha256::new();
+    let mut len: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            hasher.update(&data);
+            len += data.len() as u64;
+        }
+    }
+    let mut headers = Map::new();
+    for (name, value) in &parts.headers {
+        let value = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        if let Value::Array(values) = headers
+            .entry(name.as_str())
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            values.push(value);
+        }
+    }
+    let body = json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_len": len,
+        "body_sha256": super::hex(&hasher.finalize()),
+    });
+    Ok(json_resp(StatusCode::OK, &body))
+}
+
+/// Streams `total` bytes of [`pattern_bytes`] in 64 KiB frames.
+struct PatternBody {
+    sent: u64,
+    total: u64,
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.sent >= self.total {
+            return Poll::Ready(None);
+        }
+        let n = CHUNK.min(self.total - self.sent);
+        let chunk: Vec<u8> = (self.sent..self.sent + n)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        self.sent += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.total
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.total - self.sent)
+    }
+}
