@@ -10,9 +10,12 @@
 //! talk to the servers (or to the proxy) directly. Use with `mod support;` in a `tests/*.rs` file.
 #![allow(dead_code)]
 
+pub mod bearerd;
 pub mod token_server;
 pub mod upstream;
 
+#[allow(unused_imports)]
+pub use bearerd::{Bearerd, cc_config};
 #[allow(unused_imports)]
 pub use token_server::{
     ClientAuth, Failure, Rotation, TokenRequestLog, TokenServer, TokenServerConfig,
