@@ -8,7 +8,7 @@
 //! Both bind `127.0.0.1:0` and serve from spawned tokio tasks, so they live as long as the test's
 //! runtime. Small client helpers ([`get`], [`post_form`], [`send`]) are included for tests that
 //! talk to the servers (or to the proxy) directly. Use with `mod support;` in a `tests/*.rs` file.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bearerd;
 pub mod token_server;
