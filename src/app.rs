@@ -12,10 +12,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{Admin, AdminConnection};
-use crate::config::{Config, ConnectionConfig, GrantKind};
+use crate::config::{Config, ConnectionConfig, GrantKind, Provider, StoreKind};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::serve::serve;
+use crate::store::file::FileStore;
+use crate::store::{StoreError, TokenStore};
 use crate::token::oauth::TokenEndpoint;
 use crate::token::refresher::{Grant, Refresher};
 use crate::token::{ConnState, Connection, TokenState};
@@ -36,6 +38,10 @@ pub enum AppError {
         #[source]
         source: UpstreamError,
     },
+    #[error("token store: {0}")]
+    Store(#[from] StoreError),
+    #[error("store.kind = \"postgres\" is not available in this build yet; use \"file\"")]
+    PostgresUnavailable,
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -65,9 +71,16 @@ impl App {
             refreshers: Vec::new(),
             grace: config.shutdown_grace,
         };
+        let store = open_store(&config, &metrics)?;
         let mut admin_connections = Vec::new();
         for c in &config.connections {
-            let (proxy, refresher) = build_connection(c, &config.admin.public_url, &metrics)?;
+            let shared = Shared {
+                public_url: &config.admin.public_url,
+                metrics: &metrics,
+                store: store.clone(),
+                shutdown: shutdown_rx.clone(),
+            };
+            let (proxy, refresher) = build_connection(c, shared)?;
             let listener = bind(c.listen, &format!("connection {}", c.name)).await?;
             let addr = listener.local_addr().map_err(|source| AppError::Bind {
                 addr: c.listen,
@@ -82,8 +95,7 @@ impl App {
             });
             app.connections.push(Arc::clone(&proxy.connection));
             app.proxies.push((c.name.clone(), addr));
-            app.refreshers
-                .push(tokio::spawn(refresher.run(shutdown_rx.clone())));
+            app.refreshers.push(tokio::spawn(refresher.run()));
             let proxy = Arc::new(proxy);
             let handler = move |request| {
                 let proxy = Arc::clone(&proxy);
@@ -165,12 +177,46 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, AppError> {
         })
 }
 
+/// Opens the token store if some connection needs one (refresh-token grants).
+fn open_store(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<dyn TokenStore>>, AppError> {
+    let needed = config
+        .connections
+        .iter()
+        .any(|c| c.grant == GrantKind::AuthorizationCode);
+    if !needed {
+        return Ok(None);
+    }
+    match &config.store.kind {
+        StoreKind::File { dir } => Ok(Some(Arc::new(FileStore::open(
+            dir,
+            Some(Arc::clone(metrics)),
+        )?))),
+        StoreKind::Postgres { .. } => Err(AppError::PostgresUnavailable),
+    }
+}
+
+/// What every connection is built from besides its own config.
+struct Shared<'a> {
+    public_url: &'a str,
+    metrics: &'a Metrics,
+    store: Option<Arc<dyn TokenStore>>,
+    shutdown: watch::Receiver<bool>,
+}
+
 /// The proxy and refresher of one connection, sharing its token cell.
 fn build_connection(
     c: &ConnectionConfig,
-    public_url: &str,
-    metrics: &Metrics,
+    shared: Shared<'_>,
 ) -> Result<(Proxy, Refresher), AppError> {
+    let Shared {
+        public_url,
+        metrics,
+        store,
+        shutdown,
+    } = shared;
     let upstream_error = |source| AppError::Upstream {
         name: c.name.clone(),
         source,
@@ -216,7 +262,19 @@ fn build_connection(
         c.timeout,
         metrics.connection(&c.name),
     );
-    let refresher = Refresher::new(Arc::clone(&connection), endpoint, grant, c.refresh_skew);
+    let store = match c.grant {
+        GrantKind::AuthorizationCode => store,
+        GrantKind::ClientCredentials => None,
+    };
+    let refresher = Refresher::new(
+        Arc::clone(&connection),
+        endpoint,
+        grant,
+        store,
+        c.refresh_skew,
+        c.timeout,
+        shutdown,
+    );
     let proxy = Proxy {
         connection,
         client,
@@ -225,6 +283,7 @@ fn build_connection(
         max_body: c.max_body,
         timeout: c.timeout,
         connect_url,
+        provider_signals: c.provider == Provider::Cloudbeds,
     };
     Ok((proxy, refresher))
 }

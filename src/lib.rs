@@ -29,5 +29,6 @@ pub mod config;
 pub mod metrics;
 pub mod proxy;
 pub mod serve;
+pub mod store;
 pub mod token;
 pub mod upstream;

@@ -1,5 +1,6 @@
-//! The `bearerd` command line (SPEC section 1): `run`, `check`, `status`.
+//! The `bearerd` command line (SPEC section 1): `run`, `check`, `status`, `import`.
 
+mod cli_import;
 mod cli_status;
 
 use std::io::IsTerminal;
@@ -50,6 +51,15 @@ enum Command {
         #[arg(long, env = "BEARERD_CONFIG", default_value = "./bearerd.toml")]
         config: PathBuf,
     },
+    /// Store a refresh token read from standard input for connection NAME.
+    Import {
+        name: String,
+        #[arg(long, env = "BEARERD_CONFIG", default_value = "./bearerd.toml")]
+        config: PathBuf,
+        /// Replace a refresh token that is already stored.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show the connections of a running daemon.
     Status {
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
@@ -63,6 +73,14 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config, cli.log_format),
         Command::Check { config } => check(&config),
         Command::Status { admin } => cli_status::status(&admin),
+        Command::Import {
+            name,
+            config,
+            force,
+        } => match load(&config) {
+            Ok(config) => cli_import::run(&config, &name, force),
+            Err(code) => code,
+        },
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod headers;
 pub mod problem;
+mod signals;
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct Proxy {
     pub timeout: Duration,
     /// `{public_url}/connections/NAME/connect`, named in 503 answers.
     pub connect_url: String,
+    /// Look for provider auth-failure signals in 200 answers (cloudbeds preset).
+    pub provider_signals: bool,
 }
 
 /// The request body as it will go upstream.
@@ -92,16 +95,16 @@ impl Proxy {
                     .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
                 let body = Either::Right(Limited::new(body, limit));
                 let request = upstream_request(parts.method, uri, parts.headers, body, &token);
-                let response = self.send(request).await?;
-                if response.status() == StatusCode::UNAUTHORIZED {
-                    // The body is gone: the 401 goes to the app, and a refresh starts if
+                let (rejected, response) = self.inspect(self.send(request).await?).await?;
+                if rejected {
+                    // The body is gone: the answer goes to the app, and a refresh starts if
                     // this token is still the current one.
                     if self.count_unauthorized(&token) {
                         self.connection.ask(token.generation, true);
                     }
                     self.connection.metrics.replay_not_replayable.inc();
                 }
-                Ok(finish(response))
+                Ok(response)
             }
             OutBody::Buffered(bytes) => {
                 let full = Either::Left(Full::new(bytes.clone()));
@@ -112,9 +115,9 @@ impl Proxy {
                     full,
                     &token,
                 );
-                let response = self.send(request).await?;
-                if response.status() != StatusCode::UNAUTHORIZED {
-                    return Ok(finish(response));
+                let (rejected, response) = self.inspect(self.send(request).await?).await?;
+                if !rejected {
+                    return Ok(response);
                 }
                 self.count_unauthorized(&token);
                 // Joins (or starts) the refresh when `token` is current; returns the newer
@@ -122,16 +125,42 @@ impl Proxy {
                 let newer = self.connection.newer_than(token.generation, true).await?;
                 let full = Either::Left(Full::new(bytes));
                 let request = upstream_request(parts.method, uri, parts.headers, full, &newer);
-                let response = self.send(request).await?;
+                let (rejected, response) = self.inspect(self.send(request).await?).await?;
                 let metrics = &self.connection.metrics;
-                if response.status() == StatusCode::UNAUTHORIZED {
+                if rejected {
                     metrics.replay_unauthorized.inc();
                 } else {
                     metrics.replay_ok.inc();
                 }
-                Ok(finish(response))
+                Ok(response)
             }
         }
+    }
+
+    /// Strips hop-by-hop headers and says whether the upstream rejected the token: a 401,
+    /// or (cloudbeds preset) a small HTTP 200 JSON `{"success":false}` auth-failure body.
+    async fn inspect(
+        &self,
+        response: Response<Incoming>,
+    ) -> Result<(bool, Response<ProxyBody>), ProxyError> {
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if parts.status == StatusCode::UNAUTHORIZED {
+            return Ok((true, Response::from_parts(parts, Either::Left(body))));
+        }
+        if !(self.provider_signals && signals::worth_inspecting(&parts)) {
+            return Ok((false, Response::from_parts(parts, Either::Left(body))));
+        }
+        let bytes = Limited::new(body, signals::MAX_INSPECTED)
+            .collect()
+            .await
+            .map_err(|e| ProxyError::Unreachable(format!("reading the upstream answer: {e}")))?
+            .to_bytes();
+        let rejected = signals::is_cloudbeds_auth_failure(&bytes);
+        Ok((
+            rejected,
+            Response::from_parts(parts, Either::Right(Full::new(bytes))),
+        ))
     }
 
     /// Counts an upstream 401 for `token`; true if `token` is still the current generation.
@@ -190,12 +219,6 @@ fn upstream_request(
         .headers_mut()
         .insert(AUTHORIZATION, token.header.clone());
     request
-}
-
-fn finish(response: Response<Incoming>) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Either::Left(body))
 }
 
 /// Only origin-form targets: bearerd is never an open proxy.

@@ -1,9 +1,13 @@
 //! The per-connection refresher: the only writer of a connection's token cell.
 //!
 //! One task per connection. It sleeps until the scheduled refresh (`expires_at - skew`),
-//! a retry after backoff, or a wake-up from a caller that needs a newer generation; then
-//! runs one token request and publishes the result. Callers never talk to the token
-//! endpoint, so there is at most one refresh in flight per connection.
+//! a retry after backoff, a wake-up from a caller that needs a newer generation, or the
+//! store poll; then acts and publishes the result. Callers never talk to the token endpoint,
+//! so there is at most one refresh in flight per connection in a process.
+//!
+//! With a store (refresh-token grants), a refresh is: take the store lock -> re-read the
+//! record -> adopt a newer generation if another process wrote one, else redeem -> write the
+//! new record durably (retrying until it is written) -> swap it in -> release the lock.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,10 +21,11 @@ use super::schedule::{Backoff, refresh_in};
 use super::state::{ConnState, Outcome};
 use super::{Connection, SecretString, TokenSet, TokenState, bearer_header};
 use crate::metrics::Trigger;
+use crate::store::{Record, StoreLock, TokenStore};
 
 /// What the refresher redeems.
 pub enum Grant {
-    /// `client_credentials`: a fresh request each time.
+    /// `client_credentials`: a fresh request each time, nothing stored.
     ClientCredentials,
     /// A refresh token (rotated as the provider answers).
     RefreshToken(SecretString),
@@ -33,36 +38,53 @@ pub struct Refresher {
     /// `None` when the credentials could not be read: the connection stays misconfigured.
     endpoint: Option<TokenEndpoint>,
     grant: Grant,
+    /// Where refresh-token grants persist; `None` for client_credentials.
+    store: Option<Arc<dyn TokenStore>>,
     skew: Option<Duration>,
+    /// Longest wait for the store lock.
+    lock_wait: Duration,
     backoff: Backoff,
     next_refresh: Option<Instant>,
     /// The trigger of the attempt that failed, carried to its retry.
     retry_trigger: Option<Trigger>,
+    shutdown: watch::Receiver<bool>,
 }
+
+/// Persisted `state` values that mean "do not redeem until the grant changes".
+const DEAD_STATES: [ConnState; 2] = [ConnState::NeedsAuthorization, ConnState::Disconnected];
 
 impl Refresher {
     pub fn new(
         connection: Arc<Connection>,
         endpoint: Option<TokenEndpoint>,
         grant: Grant,
+        store: Option<Arc<dyn TokenStore>>,
         skew: Option<Duration>,
+        lock_wait: Duration,
+        shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
             connection,
             endpoint,
             grant,
+            store,
             skew,
+            lock_wait,
             backoff: Backoff::default(),
             next_refresh: None,
             retry_trigger: None,
+            shutdown,
         }
     }
 
-    /// Runs until `shutdown` turns true (or its sender is dropped).
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        if self.can_redeem() {
-            self.refresh(Trigger::Startup).await;
-        }
+    /// Runs until shutdown.
+    pub async fn run(mut self) {
+        self.startup().await;
+        let poll_every = self.store.as_ref().map(|s| s.poll_interval());
+        let mut poll = tokio::time::interval(poll_every.unwrap_or(Duration::from_secs(3600)));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await;
+        let mut shutdown = self.shutdown.clone();
         loop {
             let wake_at = self.wake_at();
             tokio::select! {
@@ -72,8 +94,21 @@ impl Refresher {
                     self.refresh(trigger).await;
                 }
                 _ = self.connection.wake.notified() => self.on_wake().await,
+                _ = poll.tick(), if poll_every.is_some() => self.adopt_if_newer().await,
             }
         }
+    }
+
+    /// Client credentials: fetch now. Refresh tokens: load the stored record, use its access
+    /// token while valid, refresh now if it has none.
+    async fn startup(&mut self) {
+        if self.store.is_none() {
+            if self.can_redeem() {
+                self.refresh(Trigger::Startup).await;
+            }
+            return;
+        }
+        self.adopt_if_newer().await;
     }
 
     fn can_redeem(&self) -> bool {
@@ -118,62 +153,103 @@ impl Refresher {
         }
     }
 
-    /// One token request, and the cell updated with what came of it.
+    /// One refresh: under the store lock, adopt or redeem, persist, then publish.
     async fn refresh(&mut self, trigger: Trigger) {
-        let Some(endpoint) = &self.endpoint else {
+        if !self.can_redeem() {
             return;
-        };
+        }
         self.publish_with(|s| s.state = ConnState::Refreshing);
-        let started = Instant::now();
-        let request = match &self.grant {
-            Grant::ClientCredentials => GrantRequest::ClientCredentials,
-            Grant::RefreshToken(token) => GrantRequest::RefreshToken(token),
-            Grant::None => return,
+        let lock = match self.lock_and_reread().await {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) if self.store.is_some() => return, // adopted a newer generation
+            Ok(None) => None,
+            Err(reason) => {
+                let failure = TokenFailure::Transient {
+                    retry_after: None,
+                    reason,
+                };
+                self.fail(trigger, Outcome::Transient, failure);
+                return;
+            }
         };
-        let result = endpoint.request(request).await;
-        let elapsed = started.elapsed();
+        let started = Instant::now();
+        let result = match (&self.endpoint, &self.grant) {
+            (Some(endpoint), Grant::ClientCredentials) => {
+                endpoint.request(GrantRequest::ClientCredentials).await
+            }
+            (Some(endpoint), Grant::RefreshToken(token)) => {
+                endpoint.request(GrantRequest::RefreshToken(token)).await
+            }
+            _ => return,
+        };
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
             Err(TokenFailure::Transient { .. }) => Outcome::Transient,
             Err(TokenFailure::Rejected { .. }) => Outcome::Rejected,
             Err(TokenFailure::Misconfigured { .. }) => Outcome::Misconfigured,
         };
-        self.connection.metrics.refresh(trigger, outcome, elapsed);
+        self.connection
+            .metrics
+            .refresh(trigger, outcome, started.elapsed());
         match result {
-            Ok(set) => self.install(set),
-            Err(failure) => self.fail(trigger, outcome, failure),
+            Ok(set) => self.install(set, lock).await,
+            Err(failure) => {
+                self.fail(trigger, outcome, failure);
+                if outcome == Outcome::Rejected {
+                    self.persist_state(ConnState::NeedsAuthorization).await;
+                }
+            }
         }
     }
 
-    fn install(&mut self, set: TokenSet) {
+    /// Persists (with a store) and swaps in a token set; the lock is released after both.
+    async fn install(&mut self, set: TokenSet, lock: Option<Box<dyn StoreLock>>) {
         let Some(bearer) = bearer_header(&set.access_token) else {
             // classify() already refuses such tokens; keep the old set if one slips through.
             return;
         };
-        if let Some(rotated) = set.refresh_token {
-            self.grant = match self.grant {
-                Grant::RefreshToken(_) => Grant::RefreshToken(rotated),
-                // A client_credentials answer with a refresh token: ignore it (RFC 6749 4.4.3).
-                Grant::ClientCredentials => Grant::ClientCredentials,
-                Grant::None => Grant::RefreshToken(rotated),
-            };
+        let previous = self.connection.cell.load_full();
+        let generation = previous.generation + 1;
+        if let Some(rotated) = &set.refresh_token
+            && !matches!(self.grant, Grant::ClientCredentials)
+        {
+            self.grant = Grant::RefreshToken(rotated.clone());
         }
-        let now = Instant::now();
         let wall = SystemTime::now();
+        if self.store.is_some() {
+            let record = Record {
+                connection: self.connection.name.clone(),
+                generation,
+                access_token: Some(set.access_token.clone()),
+                expires_at: set.expires_in.map(|d| wall + d),
+                refresh_token: match &self.grant {
+                    Grant::RefreshToken(token) => Some(token.clone()),
+                    _ => None,
+                },
+                scope: set.scope.clone(),
+                state: ConnState::Connected.as_str().to_owned(),
+                updated_at: wall,
+            };
+            if !self.save_durably(&record).await {
+                return;
+            }
+        }
+        drop(lock);
+        let now = Instant::now();
         self.backoff.reset();
         self.retry_trigger = None;
         self.next_refresh = set
             .expires_in
             .map(|lifetime| now + refresh_in(lifetime, self.skew, rand::random::<f64>()));
-        let previous = self.connection.cell.load_full();
         tracing::info!(
             connection = %self.connection.name,
-            generation = previous.generation + 1,
+            generation,
             expires_in = ?set.expires_in,
             "token refreshed"
         );
+        let previous = self.connection.cell.load_full();
         self.connection.publish(TokenState {
-            generation: previous.generation + 1,
+            generation,
             bearer: Some(bearer),
             expires_at: set.expires_in.map(|d| now + d),
             expires_at_wall: set.expires_in.map(|d| wall + d),
@@ -224,6 +300,8 @@ impl Refresher {
         self.connection.publish(next);
     }
 }
+
+mod persist;
 
 async fn sleep_until(at: Option<Instant>) {
     match at {

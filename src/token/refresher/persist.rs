@@ -1,0 +1,173 @@
+//! The refresher's side of the token store: adopting records other processes wrote,
+//! re-reading under the lock, and writing new tokens durably before they are used.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::{DEAD_STATES, Grant, Refresher};
+use crate::metrics::Trigger;
+use crate::store::{Record, StoreLock};
+use crate::token::bearer_header;
+use crate::token::schedule::refresh_in;
+use crate::token::state::ConnState;
+
+impl Refresher {
+    /// Looks at the store (no lock) and adopts a record another process (or `bearerd
+    /// import`) wrote; redeems at once if the adopted record has no usable access token.
+    pub(super) async fn adopt_if_newer(&mut self) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let record = match store.load(&self.connection.name).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(connection = %self.connection.name, %error, "cannot read the token store");
+                if self.connection.cell.load().generation == 0 {
+                    self.publish_with(|s| s.last_error = Some(format!("token store: {error}")));
+                }
+                return;
+            }
+        };
+        if record.generation > self.connection.cell.load().generation
+            && self.adopt(record)
+            && self.can_redeem()
+        {
+            let trigger = if self.connection.cell.load().attempts == 0 {
+                Trigger::Startup
+            } else {
+                Trigger::Manual
+            };
+            self.refresh(trigger).await;
+        }
+    }
+
+    /// Swaps in a stored record. True if it carries no usable access token (so a refresh
+    /// should follow).
+    pub(super) fn adopt(&mut self, record: Record) -> bool {
+        if let Some(refresh_token) = record.refresh_token
+            && !matches!(self.grant, Grant::ClientCredentials)
+        {
+            self.grant = Grant::RefreshToken(refresh_token);
+        }
+        let wall = SystemTime::now();
+        let now = Instant::now();
+        let remaining = record
+            .expires_at
+            .map(|at| at.duration_since(wall).unwrap_or_default());
+        let bearer = match remaining {
+            Some(left) if left.is_zero() => None,
+            _ => record.access_token.as_ref().and_then(bearer_header),
+        };
+        let dead = DEAD_STATES.into_iter().find(|s| s.as_str() == record.state);
+        self.backoff.reset();
+        self.retry_trigger = None;
+        self.next_refresh = match (&bearer, remaining) {
+            (Some(_), Some(left)) => Some(now + refresh_in(left, self.skew, rand::random::<f64>())),
+            _ => None,
+        };
+        tracing::info!(connection = %self.connection.name, generation = record.generation, "adopted stored tokens");
+        let needs_refresh = bearer.is_none() && dead.is_none();
+        self.publish_with(|s| {
+            s.generation = record.generation;
+            s.expires_at = bearer.as_ref().and(remaining).map(|left| now + left);
+            s.expires_at_wall = bearer.as_ref().and(record.expires_at);
+            s.bearer = bearer;
+            s.retry_at = None;
+            s.last_error = None;
+            s.state = match dead {
+                Some(dead) => {
+                    s.last_error = Some("the provider rejected the stored grant; reconnect".into());
+                    dead
+                }
+                None if needs_refresh => ConnState::Refreshing,
+                None => ConnState::Connected,
+            };
+        });
+        needs_refresh
+    }
+
+    /// Takes the store lock and re-reads the record. `Ok(None)` with a store means a newer
+    /// generation was adopted and it has a usable token: nothing to redeem.
+    pub(super) async fn lock_and_reread(&mut self) -> Result<Option<Box<dyn StoreLock>>, String> {
+        let Some(store) = self.store.clone() else {
+            return Ok(None);
+        };
+        let name = self.connection.name.clone();
+        let lock = store
+            .lock(&name, self.lock_wait)
+            .await
+            .map_err(|e| format!("token store lock: {e}"))?;
+        let record = store
+            .load(&name)
+            .await
+            .map_err(|e| format!("token store: {e}"))?;
+        if let Some(record) = record
+            && record.generation > self.connection.cell.load().generation
+        {
+            let dead = DEAD_STATES.iter().any(|s| s.as_str() == record.state);
+            if !self.adopt(record) || dead {
+                return Ok(None);
+            }
+            // Adopted a newer refresh token without a usable access token: redeem it.
+            self.publish_with(|s| s.state = ConnState::Refreshing);
+        }
+        Ok(Some(lock))
+    }
+
+    /// Writes `record` until it is durable. Meanwhile the new tokens stay pending in memory
+    /// (not used: a token is durable before it is used) and the state says why. False only
+    /// if shutdown came first and a last attempt failed too.
+    pub(super) async fn save_durably(&mut self, record: &Record) -> bool {
+        let Some(store) = self.store.clone() else {
+            return true;
+        };
+        let mut delay = Duration::from_millis(250);
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let error = match store.save(record).await {
+                Ok(()) => return true,
+                Err(error) => error,
+            };
+            tracing::error!(
+                connection = %self.connection.name,
+                generation = record.generation,
+                %error,
+                "cannot save new tokens; they are kept in memory and the save is retried"
+            );
+            self.publish_with(|s| {
+                s.state = ConnState::Degraded;
+                s.last_error = Some(format!("new tokens not saved yet (retrying): {error}"));
+            });
+            if *shutdown.borrow() {
+                return false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = crate::serve::stopped(&mut shutdown) => {
+                    return store.save(record).await.is_ok();
+                }
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Records a dead end in the store so a restart does not redeem a rejected grant.
+    pub(super) async fn persist_state(&mut self, state: ConnState) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let name = self.connection.name.clone();
+        let Ok(Some(mut record)) = store.load(&name).await else {
+            return;
+        };
+        record.state = state.as_str().to_owned();
+        record.access_token = None;
+        record.expires_at = None;
+        record.updated_at = SystemTime::now();
+        if let Err(error) = store.save(&record).await {
+            tracing::warn!(connection = %name, %error, "cannot record the connection state");
+        }
+    }
+}
