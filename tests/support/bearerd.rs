@@ -71,3 +71,73 @@ client_secret = "{client_secret}"
         client_secret = tokens.client_secret(),
     )
 }
+
+/// A fresh, empty directory for a file store.
+pub fn temp_store_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "bearerd-test-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Stores `refresh_token` for `name` in the file store at `dir`, as `bearerd import` does.
+pub async fn seed_store(dir: &std::path::Path, name: &str, refresh_token: &str) {
+    let store = bearerd::store::file::FileStore::open(dir, None).unwrap();
+    bearerd::store::import(
+        &store,
+        name,
+        bearerd::token::SecretString::new(refresh_token.to_owned()),
+        true,
+    )
+    .await
+    .unwrap();
+}
+
+/// The stored record of `name`, if any.
+pub async fn stored(dir: &std::path::Path, name: &str) -> Option<bearerd::store::Record> {
+    use bearerd::store::TokenStore;
+    let store = bearerd::store::file::FileStore::open(dir, None).unwrap();
+    store.load(name).await.unwrap()
+}
+
+/// An authorization-code connection (refresh-token grant) with its file store at `dir`.
+pub fn ac_config(
+    name: &str,
+    provider: &str,
+    tokens: &TokenServer,
+    upstream: &str,
+    dir: &std::path::Path,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:9901"
+
+[store]
+kind = "file"
+dir = "{dir}"
+
+[[connection]]
+name = "{name}"
+provider = "{provider}"
+listen = "127.0.0.1:0"
+upstream = "{upstream}"
+grant = "authorization_code"
+token_url = "{token_url}"
+authorize_url = "{base}/authorize"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+{extra}
+"#,
+        dir = dir.display(),
+        base = tokens.base_url(),
+        token_url = tokens.token_url(),
+        client_id = tokens.client_id(),
+        client_secret = tokens.client_secret(),
+    )
+}
