@@ -15,7 +15,7 @@ pub mod token_server;
 pub mod upstream;
 
 #[allow(unused_imports)]
-pub use bearerd::{Bearerd, cc_config};
+pub use bearerd::{Bearerd, ac_config, cc_config, seed_store, stored, temp_store_dir};
 #[allow(unused_imports)]
 pub use token_server::{
     ClientAuth, Failure, Rotation, TokenRequestLog, TokenServer, TokenServerConfig,
@@ -203,4 +203,178 @@ pub async fn refresh_post(
         None,
     )
     .await
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound, read, released), for a child process
+/// whose listen address must be written into its config before it starts.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// `http://127.0.0.1:PORT` where nothing listens (the port was bound, then released).
+pub fn dead_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+/// Polls `check` every 20 ms until it returns `Some`; panics naming `what` after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A fresh directory under the system temp dir, removed (with its contents) on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!(
+            "bearerd-test-{tag}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// Writes `contents` to `name` inside the directory and returns its path.
+    pub fn file(&self, name: &str, contents: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The built `bearerd` binary running as a child process. Its stdout and stderr are drained
+/// by threads from the start (a chatty log must never block the daemon on a full pipe). A
+/// daemon still running when this is dropped is killed.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+/// What a [`Daemon`] printed and how it ended.
+#[derive(Debug)]
+pub struct DaemonOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Daemon {
+    /// Starts `bearerd ARGS...` with `envs` set and bearerd's own variables cleared.
+    pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        use std::process::{Command, Stdio};
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bearerd"));
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for var in [
+            "BEARERD_CONFIG",
+            "BEARERD_ADMIN",
+            "BEARERD_LOG",
+            "BEARERD_LOG_FORMAT",
+        ] {
+            command.env_remove(var);
+        }
+        command.envs(envs.iter().copied());
+        let mut child = command.spawn().expect("spawn the bearerd binary");
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut out);
+                }
+                out
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        Daemon {
+            child: Some(child),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// The exit status if the daemon has already exited.
+    pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends SIGTERM (with `kill -TERM PID`) and waits up to `limit` for the exit.
+    pub async fn terminate(self, limit: Duration) -> DaemonOutput {
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+        self.wait(limit).await
+    }
+
+    /// Waits up to `limit` for the daemon to exit by itself, then collects its output.
+    pub async fn wait(mut self, limit: Duration) -> DaemonOutput {
+        let status = eventually(limit, "bearerd to exit", || {
+            let status = self.try_status();
+            async move { status }
+        })
+        .await;
+        self.child = None;
+        let collect = |handle: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            let bytes = handle.map(|h| h.join().unwrap_or_default());
+            String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()
+        };
+        DaemonOutput {
+            status,
+            stdout: collect(self.stdout.take()),
+            stderr: collect(self.stderr.take()),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
