@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 use crate::token::SecretString;
 
@@ -59,8 +60,15 @@ pub trait TokenStore: Send + Sync {
         connection: &'a str,
         wait: Duration,
     ) -> BoxFuture<'a, Result<Box<dyn StoreLock>, StoreError>>;
+    /// Removes the record of `connection` (disconnect). Removing a missing record is `Ok`.
+    fn delete<'a>(&'a self, connection: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     /// How often the refresher should look for records written by other processes.
     fn poll_interval(&self) -> Duration;
+    /// Names of connections whose record another process changed, as soon as the store
+    /// learns of it (postgres `LISTEN`); `None` if the store only supports polling.
+    fn changes(&self) -> Option<broadcast::Receiver<String>> {
+        None
+    }
 }
 
 /// The on-disk / in-row JSON shape (SPEC section 6).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use super::oauth::{GrantRequest, TokenEndpoint, TokenFailure};
@@ -84,6 +84,7 @@ impl Refresher {
         let mut poll = tokio::time::interval(poll_every.unwrap_or(Duration::from_secs(3600)));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
+        let mut changes = self.store.as_ref().and_then(|s| s.changes());
         let mut shutdown = self.shutdown.clone();
         loop {
             let wake_at = self.wake_at();
@@ -95,6 +96,11 @@ impl Refresher {
                 }
                 _ = self.connection.wake.notified() => self.on_wake().await,
                 _ = poll.tick(), if poll_every.is_some() => self.adopt_if_newer().await,
+                changed = next_change(&mut changes) => {
+                    if changed.is_none_or(|name| name == self.connection.name) {
+                        self.adopt_if_newer().await;
+                    }
+                }
             }
         }
     }
@@ -302,6 +308,22 @@ impl Refresher {
 }
 
 mod persist;
+
+/// The next changed connection name; `None` when notifications were missed (lagged), so
+/// the caller re-reads. Pends forever without a subscription.
+async fn next_change(changes: &mut Option<broadcast::Receiver<String>>) -> Option<String> {
+    let Some(receiver) = changes else {
+        return std::future::pending().await;
+    };
+    match receiver.recv().await {
+        Ok(name) => Some(name),
+        Err(broadcast::error::RecvError::Lagged(_)) => None,
+        Err(broadcast::error::RecvError::Closed) => {
+            *changes = None;
+            None
+        }
+    }
+}
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
