@@ -73,7 +73,7 @@ impl Metrics {
             registry.register(Box::new(metric.clone()))?;
             Ok::<_, prometheus::Error>(metric)
         };
-        Ok(Self {
+        let metrics = Self {
             requests: counter(
                 "bearerd_requests_total",
                 "Requests answered by the proxy, by status class.",
@@ -130,7 +130,14 @@ impl Metrics {
                 &["op", "result"],
             )?,
             registry,
-        })
+        };
+        // Exposed at zero from the start, like the per-connection series.
+        for op in ["load", "save", "lock"] {
+            for result in ["ok", "error"] {
+                metrics.store_operations.with_label_values(&[op, result]);
+            }
+        }
+        Ok(metrics)
     }
 
     /// Resolves (and so exposes, at zero) every series of one connection.

@@ -167,6 +167,16 @@ fn store(raw: Option<RawStore>, problems: &mut Problems) -> Option<StoreConfig> 
             return None;
         }
     };
+    if let Some(source) = &raw.key {
+        // Checked here so that a malformed key stops `bearerd check` too; whether it opens
+        // the stored records is checked when the store opens.
+        let parsed = source.resolve().and_then(|text| {
+            crate::store::seal::parse_key(text.secret()).map_err(|e| e.to_string())
+        });
+        if let Err(message) = parsed {
+            problems.add("store.key", message);
+        }
+    }
     Some(StoreConfig { kind, key: raw.key })
 }
 
@@ -251,18 +261,17 @@ fn connection(
         raw.connect_timeout,
         Duration::from_secs(5),
     );
-    let refresh_skew = match raw.refresh_skew {
-        Some(text) => Some(problems.check(k("refresh_skew"), parse_duration(&text))?),
-        None => None,
-    };
+    // Optional keys: `Some(None)` records a problem without stopping the collection.
+    let refresh_skew = raw
+        .refresh_skew
+        .map(|text| problems.check(k("refresh_skew"), parse_duration(&text)));
     let replay_body_limit = match raw.replay_body_limit {
         Some(text) => problems.check(k("replay_body_limit"), parse_size(&text)),
         None => Some(DEFAULT_REPLAY_LIMIT),
     };
-    let max_body = match raw.max_body {
-        Some(text) => Some(problems.check(k("max_body"), parse_size(&text))?),
-        None => None,
-    };
+    let max_body = raw
+        .max_body
+        .map(|text| problems.check(k("max_body"), parse_size(&text)));
     if let Some(probe) = &raw.probe
         && !probe.starts_with('/')
     {
@@ -341,9 +350,9 @@ fn connection(
         authorize_url,
         revocation,
         client_auth: client_auth.unwrap_or(preset.client_auth),
-        refresh_skew,
+        refresh_skew: refresh_skew.flatten(),
         replay_body_limit: replay_body_limit?,
-        max_body,
+        max_body: max_body.flatten(),
         timeout: timeout?,
         connect_timeout: connect_timeout?,
         probe: raw.probe,

@@ -1,13 +1,9 @@
 //! Header rewriting between the app and the upstream (SPEC section 3).
 
 use http::HeaderMap;
-use http::header::{
-    AUTHORIZATION, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{AUTHORIZATION, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 
 const KEEP_ALIVE: &str = "keep-alive";
-const PROXY_CONNECTION: &str = "proxy-connection";
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
 /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
@@ -26,18 +22,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(CONNECTION);
     }
-    for name in [
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-    ] {
+    for name in [TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
         headers.remove(name);
     }
     headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
+    // Every `Proxy-*` header is for the hop, not the API.
+    let proxy_headers: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy_headers {
+        headers.remove(name);
+    }
 }
 
 /// Prepares the app's request headers for the upstream: hop-by-hop headers, the app's own
@@ -64,6 +61,7 @@ mod tests {
             ("upgrade", "h2c"),
             ("proxy-authorization", "Basic abc"),
             ("proxy-connection", "keep-alive"),
+            ("proxy-client-ip", "10.0.0.1"),
             ("authorization", "Bearer app-token"),
             ("host", "127.0.0.1:8081"),
             ("x-keep", "yes"),

@@ -378,3 +378,53 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Starts `bearerd [global_args] run --config FILE` on `ports` fresh free ports (`ports[0]` is
+/// the admin listener) with the config `config(&ports)` written into `dir`, and waits until
+/// `/readyz` answers 200. If a chosen port was taken by someone else between choosing and
+/// binding (bearerd exits saying it cannot listen), it starts again on new ports.
+pub async fn start_daemon(
+    dir: &TempDir,
+    global_args: &[&str],
+    envs: &[(&str, &str)],
+    ports: usize,
+    config: impl Fn(&[u16]) -> String,
+) -> (Daemon, Vec<u16>) {
+    for _attempt in 0..5 {
+        let mut chosen: Vec<u16> = Vec::new();
+        while chosen.len() < ports.max(1) {
+            let port = free_port();
+            if !chosen.contains(&port) {
+                chosen.push(port);
+            }
+        }
+        let path = dir.file("bearerd.toml", &config(&chosen));
+        let mut args = global_args.to_vec();
+        args.extend(["run", "--config", path.to_str().expect("utf-8 temp path")]);
+        let mut daemon = Daemon::spawn(&args, envs);
+        let ready_url = format!("http://127.0.0.1:{}/readyz", chosen[0]);
+        let exited = eventually(Duration::from_secs(20), "bearerd to be ready", || {
+            let status = daemon.try_status();
+            let url = ready_url.clone();
+            async move {
+                if status.is_some() {
+                    return Some(true);
+                }
+                let ready = get(&url, None).await.ok()?;
+                (ready.status == StatusCode::OK).then_some(false)
+            }
+        })
+        .await;
+        if !exited {
+            return (daemon, chosen);
+        }
+        let out = daemon.wait(Duration::from_secs(5)).await;
+        assert!(
+            out.stderr.contains("cannot listen") || out.stderr.contains("in use"),
+            "bearerd exited before it was ready ({}):\n{}",
+            out.status,
+            out.stderr
+        );
+    }
+    panic!("could not start bearerd on free ports in 5 attempts");
+}

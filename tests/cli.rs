@@ -1,0 +1,290 @@
+//! The `bearerd` command line (SPEC section 1), run as the built binary: `check`,
+//! `--version`, `help`, `status`, and `run` until SIGTERM or SIGINT (exit 0, in-flight
+//! requests finish first).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::{
+    Daemon, TempDir, TokenServer, TokenServerConfig, Upstream, cc_config, eventually, start_daemon,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bearerd");
+
+/// Runs `bearerd ARGS...` to completion with bearerd's environment variables cleared.
+fn bearerd(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("BEARERD_CONFIG")
+        .env_remove("BEARERD_ADMIN")
+        .env_remove("BEARERD_LOG")
+        .env_remove("BEARERD_LOG_FORMAT")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run the bearerd binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn example_config() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config.example.toml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn check_accepts_the_example_and_prints_one_line_per_connection() {
+    let out = bearerd(&["check", "--config", &example_config()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for (name, provider, listen, upstream, grant) in [
+        (
+            "cloudbeds",
+            "cloudbeds",
+            "127.0.0.1:8081",
+            "https://api.cloudbeds.com",
+            "authorization_code",
+        ),
+        (
+            "apaleo",
+            "apaleo",
+            "127.0.0.1:8082",
+            "https://api.apaleo.com",
+            "client_credentials",
+        ),
+    ] {
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(name))
+            .collect();
+        assert_eq!(lines.len(), 1, "one line for {name}:\n{stdout}");
+        for field in [provider, listen, upstream, grant, "file"] {
+            assert!(
+                lines[0].contains(field),
+                "{name} line shows {field}: {}",
+                lines[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn check_touches_nothing() {
+    let dir = TempDir::new("cli-check");
+    let store = dir.path().join("store-that-must-not-exist");
+    let example = std::fs::read_to_string(example_config()).unwrap();
+    let from = "dir = \"./bearerd-data\"";
+    assert!(example.contains(from), "example still has `{from}`");
+    let config = example.replacen(from, &format!("dir = \"{}\"", store.display()), 1);
+    let path = dir.file("bearerd.toml", &config);
+    let out = bearerd(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!store.exists(), "check created the store directory");
+}
+
+#[test]
+fn check_rejects_a_bad_config_with_exit_2_naming_the_key() {
+    let dir = TempDir::new("cli-bad");
+    let cases = [
+        (
+            "listen = \"127.0.0.1:8082\"",
+            "listen = \"nowhere\"",
+            "connection[1].listen",
+        ),
+        (
+            "scopes = [\"setup.read\"",
+            "retries = 3\nscopes = [\"setup.read\"",
+            "retries",
+        ),
+        ("kind = \"file\"", "kind = \"floppy\"", "store.kind"),
+    ];
+    let example = std::fs::read_to_string(example_config()).unwrap();
+    for (from, to, key) in cases {
+        assert!(example.contains(from), "example still has `{from}`");
+        let path = dir.file("bad.toml", &example.replacen(from, to, 1));
+        let out = bearerd(&["check", "--config", path.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{key}: {stderr}");
+        assert!(stderr.contains(key), "stderr names `{key}`: {stderr}");
+    }
+    let out = bearerd(&["check", "--config", "/nonexistent/bearerd.toml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing config is a bad config"
+    );
+}
+
+#[test]
+fn run_with_a_bad_config_exits_2() {
+    let dir = TempDir::new("cli-run-bad");
+    let path = dir.file("bad.toml", "[admin]\nlisten = \"nowhere\"\n");
+    let out = bearerd(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("admin.listen"));
+}
+
+#[test]
+fn version_and_help_exit_0() {
+    let out = bearerd(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("bearerd") && stdout.contains(env!("CARGO_PKG_VERSION")),
+        "{stdout}"
+    );
+    let out = bearerd(&["help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for command in ["run", "check", "status"] {
+        assert!(stdout.contains(command), "help lists `{command}`: {stdout}");
+    }
+}
+
+#[test]
+fn status_against_nothing_exits_1() {
+    let out = bearerd(&["status", "--admin", "http://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(!out.stderr.is_empty(), "says why");
+}
+
+/// `bearerd run` with a client_credentials connection `crm`, once ready; returns the daemon
+/// and its admin and proxy base URLs.
+async fn run_daemon(
+    tokens: &TokenServer,
+    upstream: &Upstream,
+    dir: &TempDir,
+) -> (Daemon, String, String) {
+    let store = dir.path().join("store");
+    let (daemon, ports) = start_daemon(dir, &[], &[], 2, |ports| {
+        let config = cc_config("crm", tokens, upstream, "")
+            .replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{}\"", ports[0]),
+                1,
+            )
+            .replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{}\"", ports[1]),
+                1,
+            );
+        format!("{config}\n[store]\ndir = \"{}\"\n", store.display())
+    })
+    .await;
+    (
+        daemon,
+        format!("http://127.0.0.1:{}", ports[0]),
+        format!("http://127.0.0.1:{}", ports[1]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_serves_status_and_exits_0_on_sigterm() {
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    let upstream = Upstream::start(tokens.clone()).await;
+    let dir = TempDir::new("cli-run");
+    let (mut daemon, admin, proxy) = run_daemon(&tokens, &upstream, &dir).await;
+
+    let table = eventually(
+        Duration::from_secs(15),
+        "`bearerd status` to show crm connected",
+        || {
+            assert!(
+                daemon.try_status().is_none(),
+                "bearerd exited early: {:?}",
+                daemon.try_status()
+            );
+            let admin = admin.clone();
+            async move {
+                let out = tokio::process::Command::new(BIN)
+                    .args(["status", "--admin", &admin])
+                    .output()
+                    .await
+                    .unwrap();
+                let stdout = text(&out.stdout);
+                let connected = stdout
+                    .lines()
+                    .any(|l| l.starts_with("crm ") && l.contains("connected"));
+                (out.status.code() == Some(0) && connected).then_some(stdout)
+            }
+        },
+    )
+    .await;
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    for column in ["NAME", "STATE"] {
+        assert!(header.contains(column), "table header: {header}");
+    }
+    assert_eq!(lines.count(), 1, "one row per connection:\n{table}");
+
+    // The proxy works too.
+    let response = support::get(&format!("{proxy}/v1/x"), None).await.unwrap();
+    assert_eq!(response.status, http::StatusCode::OK, "{}", response.text());
+
+    let out = daemon.terminate(Duration::from_secs(10)).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "clean exit on SIGTERM:\n{}",
+        out.stderr
+    );
+    let after = bearerd(&["status", "--admin", &admin]);
+    assert_eq!(after.status.code(), Some(1), "the admin listener is gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_exits_0_on_sigint() {
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    let upstream = Upstream::start(tokens.clone()).await;
+    let dir = TempDir::new("cli-sigint");
+    let (daemon, _admin, _proxy) = run_daemon(&tokens, &upstream, &dir).await;
+    let kill = Command::new("kill")
+        .arg("-INT")
+        .arg(daemon.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = daemon.wait(Duration::from_secs(10)).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "clean exit on SIGINT:\n{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    let upstream = Upstream::start(tokens.clone()).await;
+    let dir = TempDir::new("cli-drain");
+    let (daemon, _admin, proxy) = run_daemon(&tokens, &upstream, &dir).await;
+    let before = upstream.requests();
+    let slow_url = format!("{proxy}/delay/1500");
+    let slow = tokio::spawn(async move { support::get(&slow_url, None).await });
+    eventually(
+        Duration::from_secs(10),
+        "the slow request to reach the upstream",
+        || {
+            let n = upstream.requests();
+            async move { (n > before).then_some(()) }
+        },
+    )
+    .await;
+    let out = daemon.terminate(Duration::from_secs(15)).await;
+    let slow = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(slow.status, http::StatusCode::OK, "{}", slow.text());
+    assert_eq!(slow.json()["path"], "/delay/1500");
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+}
