@@ -1,42 +1,65 @@
-//! The admin listener (SPEC section 7): health, readiness, metrics, connection status and
-//! the operator's refresh. Answers are never allowed to contain a token.
+//! The admin listener (SPEC section 7): health, readiness, metrics, connection status, the
+//! status page, the connect flow, disconnect, manual refresh and provider webhooks.
+//! Answers never contain a token.
+
+mod auth;
+mod flow;
+mod respond;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+pub use auth::Guard;
+use respond::{AdminResponse, html, json_response, not_found, problem, redirect, text};
+
 use crate::config::{GrantKind, Provider};
+use crate::connect::{ConnectFlows, ConnectSettings, pages};
 use crate::metrics::Metrics;
-use crate::token::{ConnState, Connection, SecretString, TokenState};
+use crate::token::{ConnState, Connection, TokenState};
+use crate::upstream::HttpClient;
+
+/// Admin request bodies (forms, webhooks) are small.
+const MAX_BODY: usize = 64 * 1024;
 
 /// What the admin listener serves from.
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub connections: Vec<AdminConnection>,
-    pub auth_token: Option<SecretString>,
+    pub guard: Guard,
+    pub flows: ConnectFlows,
 }
 
 pub struct AdminConnection {
     pub connection: Arc<Connection>,
     pub provider: Provider,
     pub grant: GrantKind,
+    /// Present for authorization-code connections that can be connected from the page.
+    pub connect: Option<ConnectSettings>,
+    /// The connection's client id, to match provider webhooks.
+    pub client_id: Option<String>,
+    /// `GET` after connecting, shown on the success page.
+    pub probe: Option<Probe>,
 }
 
-type AdminResponse = Response<Full<Bytes>>;
+pub struct Probe {
+    pub client: HttpClient,
+    pub uri: Uri,
+}
 
 impl Admin {
     pub async fn handle(&self, request: Request<Incoming>) -> AdminResponse {
-        let path = request.uri().path();
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let method = request.method();
-        match (method, segments.as_slice()) {
+        match (&parts.method, segments.as_slice()) {
+            (&Method::GET, [""]) => self.status_page(&parts.headers),
             (&Method::GET, ["healthz"]) => text(StatusCode::OK, "text/plain", "ok\n".into()),
             (&Method::GET, ["readyz"]) => self.readyz(),
             (&Method::GET, ["metrics"]) => match self.metrics.encode() {
@@ -51,26 +74,59 @@ impl Admin {
                 Some(c) => json_response(StatusCode::OK, &describe(c)),
                 None => not_found(),
             },
-            (&Method::POST, ["connections", name, "refresh"]) => {
-                if !self.authorized(&request) {
-                    return unauthorized();
+            (&Method::GET, ["connections", name, "connect"]) => {
+                if !self.guard.authorized(&parts.headers) {
+                    return self.guard.challenge();
+                }
+                match self.find(name) {
+                    Some(c) => self.start_connect(c).await,
+                    None => not_found(),
+                }
+            }
+            (&Method::GET, ["oauth", "callback"]) => self.callback(&parts.uri).await,
+            (&Method::POST, ["webhooks", name]) => match self.find(name) {
+                Some(c) => {
+                    let content_type = header(&parts.headers, "content-type");
+                    match read_body(body).await {
+                        Some(bytes) => self.webhook(c, &content_type, &bytes).await,
+                        None => problem(StatusCode::PAYLOAD_TOO_LARGE, "webhook body too large"),
+                    }
+                }
+                None => not_found(),
+            },
+            (&Method::POST, ["connections", name, action @ ("refresh" | "disconnect")]) => {
+                if !self.guard.authorized(&parts.headers) {
+                    return self.guard.challenge();
+                }
+                let Some(bytes) = read_body(body).await else {
+                    return problem(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+                };
+                let form: Vec<(String, String)> = if auth::is_form(&parts.headers) {
+                    form_urlencoded::parse(&bytes).into_owned().collect()
+                } else {
+                    Vec::new()
+                };
+                if !self.guard.same_origin(&parts.headers, &form) {
+                    return problem(
+                        StatusCode::FORBIDDEN,
+                        "cross-site request or missing CSRF token; use the status page at admin.public_url",
+                    );
                 }
                 let Some(c) = self.find(name) else {
                     return not_found();
                 };
-                let after = c.connection.refresh_now().await;
-                let status = if after.state == ConnState::Connected {
-                    StatusCode::OK
+                let from_page = auth::is_form(&parts.headers);
+                if *action == "refresh" {
+                    self.refresh(c, from_page).await
                 } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                json_response(status, &describe(c))
+                    self.disconnect(c, from_page).await
+                }
             }
-            (_, ["healthz" | "readyz" | "metrics" | "connections"])
+            (_, ["" | "healthz" | "readyz" | "metrics" | "connections"])
             | (_, ["connections", _])
-            | (_, ["connections", _, "refresh"]) => {
-                problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-            }
+            | (_, ["connections", _, "refresh" | "disconnect" | "connect"])
+            | (_, ["oauth", "callback"])
+            | (_, ["webhooks", _]) => problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => not_found(),
         }
     }
@@ -105,18 +161,55 @@ impl Admin {
         }
     }
 
-    /// With an `auth_token` configured, the request must carry it as a bearer token.
-    fn authorized(&self, request: &Request<Incoming>) -> bool {
-        let Some(expected) = &self.auth_token else {
-            return true;
+    fn status_page(&self, headers: &http::HeaderMap) -> AdminResponse {
+        if !self.guard.authorized(headers) {
+            return self.guard.challenge();
+        }
+        let now = SystemTime::now();
+        let snapshots: Vec<Arc<TokenState>> = self
+            .connections
+            .iter()
+            .map(|c| c.connection.snapshot())
+            .collect();
+        let rows: Vec<pages::Row<'_>> = self
+            .connections
+            .iter()
+            .zip(&snapshots)
+            .map(|(c, s)| pages::Row {
+                name: &c.connection.name,
+                provider: c.provider.as_str(),
+                state: s.state,
+                expires: match s.expires_at_wall {
+                    Some(at) if s.has_valid_token(Instant::now()) => match at.duration_since(now) {
+                        Ok(left) => format!(
+                            "in {}",
+                            humantime::format_duration(Duration::from_secs(left.as_secs()))
+                        ),
+                        Err(_) => "expired".into(),
+                    },
+                    Some(_) => "expired".into(),
+                    None if s.has_valid_token(Instant::now()) => "when the API says so".into(),
+                    None => "-".into(),
+                },
+                last_refresh: s.last_refresh.map_or_else(|| "-".into(), rfc3339),
+                last_error: s.last_error.as_deref(),
+                connectable: c.connect.is_some(),
+            })
+            .collect();
+        html(StatusCode::OK, pages::status(&rows, &self.guard.csrf))
+    }
+
+    async fn refresh(&self, c: &AdminConnection, from_page: bool) -> AdminResponse {
+        let after = c.connection.refresh_now().await;
+        if from_page {
+            return redirect(StatusCode::SEE_OTHER, "/");
+        }
+        let status = if after.state == ConnState::Connected {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
         };
-        let presented = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        constant_time_eq(presented.as_bytes(), expected.secret().as_bytes())
+        json_response(status, &describe(c))
     }
 }
 
@@ -141,44 +234,18 @@ fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn header(headers: &http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> AdminResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-fn json_response(status: StatusCode, value: &Value) -> AdminResponse {
-    text(status, "application/json", value.to_string())
-}
-
-fn problem(status: StatusCode, detail: &str) -> AdminResponse {
-    let body = json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    text(status, "application/problem+json", body.to_string())
-}
-
-fn not_found() -> AdminResponse {
-    problem(StatusCode::NOT_FOUND, "no such resource")
-}
-
-fn unauthorized() -> AdminResponse {
-    let mut response = problem(
-        StatusCode::UNAUTHORIZED,
-        "this admin endpoint needs Authorization: Bearer <admin.auth_token>",
-    );
-    response
-        .headers_mut()
-        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-    response
+async fn read_body(body: Incoming) -> Option<Bytes> {
+    Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .ok()
+        .map(|b| b.to_bytes())
 }

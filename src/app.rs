@@ -11,13 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{Admin, AdminConnection};
-use crate::config::{Config, ConnectionConfig, GrantKind, Provider, StoreKind};
+use crate::admin::{Admin, AdminConnection, Guard, Probe};
+use crate::config::{Config, ConnectionConfig, GrantKind, Provider};
+use crate::connect::{ConnectFlows, ConnectSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::serve::serve;
-use crate::store::file::FileStore;
-use crate::store::{StoreError, TokenStore};
+use crate::store::{self, Reach, StoreError, TokenStore};
 use crate::token::oauth::TokenEndpoint;
 use crate::token::refresher::{Grant, Refresher};
 use crate::token::{ConnState, Connection, TokenState};
@@ -40,8 +40,6 @@ pub enum AppError {
     },
     #[error("token store: {0}")]
     Store(#[from] StoreError),
-    #[error("store.kind = \"postgres\" is not available in this build yet; use \"file\"")]
-    PostgresUnavailable,
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -71,7 +69,7 @@ impl App {
             refreshers: Vec::new(),
             grace: config.shutdown_grace,
         };
-        let store = open_store(&config, &metrics)?;
+        let store = open_store(&config, &metrics).await?;
         let mut admin_connections = Vec::new();
         for c in &config.connections {
             let shared = Shared {
@@ -88,11 +86,7 @@ impl App {
                 source,
             })?;
             tracing::info!(connection = %c.name, %addr, upstream = %c.upstream, "proxy listening");
-            admin_connections.push(AdminConnection {
-                connection: Arc::clone(&proxy.connection),
-                provider: c.provider,
-                grant: c.grant,
-            });
+            admin_connections.push(admin_connection(c, &proxy));
             app.connections.push(Arc::clone(&proxy.connection));
             app.proxies.push((c.name.clone(), addr));
             app.refreshers.push(tokio::spawn(refresher.run()));
@@ -114,10 +108,18 @@ impl App {
                 source,
             })?;
         tracing::info!(addr = %app.admin_addr, "admin listening");
+        let public_origin = url::Url::parse(&config.admin.public_url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
         let admin = Arc::new(Admin {
             metrics,
             connections: admin_connections,
-            auth_token: config.admin.auth_token.clone(),
+            guard: Guard {
+                auth_token: config.admin.auth_token.clone(),
+                csrf: crate::connect::random_token(32),
+                public_origin,
+            },
+            flows: ConnectFlows::default(),
         });
         let handler = move |request| {
             let admin = Arc::clone(&admin);
@@ -177,25 +179,60 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, AppError> {
         })
 }
 
-/// Opens the token store if some connection needs one (refresh-token grants).
-fn open_store(
+/// What the admin listener needs of a connection.
+fn admin_connection(c: &ConnectionConfig, proxy: &Proxy) -> AdminConnection {
+    let client_id = c
+        .credentials
+        .as_ref()
+        .ok()
+        .map(|creds| creds.client_id.secret().to_owned());
+    let connect = match (&c.authorize_url, &client_id, c.grant) {
+        (Some(authorize_url), Some(client_id), GrantKind::AuthorizationCode) => {
+            Some(ConnectSettings {
+                authorize_url: authorize_url.clone(),
+                client_id: client_id.clone(),
+                redirect_uri: c.redirect_uri.clone(),
+                scopes: c.scopes.clone(),
+            })
+        }
+        _ => None,
+    };
+    let probe = c.probe.as_deref().and_then(|path| {
+        let path = http::uri::PathAndQuery::try_from(path).ok()?;
+        let uri = proxy.target.uri(Some(&path)).ok()?;
+        Some(Probe {
+            client: proxy.client.clone(),
+            uri,
+        })
+    });
+    AdminConnection {
+        connection: Arc::clone(&proxy.connection),
+        provider: c.provider,
+        grant: c.grant,
+        connect,
+        client_id,
+        probe,
+    }
+}
+
+/// Opens the token store if some connection needs one (refresh-token grants). A wrong
+/// `store.key` fails here; an unreachable database does not (the store keeps trying).
+async fn open_store(
     config: &Config,
     metrics: &Arc<Metrics>,
 ) -> Result<Option<Arc<dyn TokenStore>>, AppError> {
-    let needed = config
+    let names: Vec<String> = config
         .connections
         .iter()
-        .any(|c| c.grant == GrantKind::AuthorizationCode);
-    if !needed {
+        .filter(|c| c.grant == GrantKind::AuthorizationCode)
+        .map(|c| c.name.clone())
+        .collect();
+    if names.is_empty() {
         return Ok(None);
     }
-    match &config.store.kind {
-        StoreKind::File { dir } => Ok(Some(Arc::new(FileStore::open(
-            dir,
-            Some(Arc::clone(metrics)),
-        )?))),
-        StoreKind::Postgres { .. } => Err(AppError::PostgresUnavailable),
-    }
+    let metrics = Some(Arc::clone(metrics));
+    let store = store::open(&config.store, &names, metrics, Reach::RetryInBackground).await?;
+    Ok(Some(store))
 }
 
 /// What every connection is built from besides its own config.
@@ -245,18 +282,16 @@ fn build_connection(
                     TokenState::initial(ConnState::Refreshing, None),
                     Grant::ClientCredentials,
                 ),
+                // Until the refresher has read the store, requests wait for it.
                 GrantKind::AuthorizationCode => (
-                    TokenState::initial(
-                        ConnState::NeedsAuthorization,
-                        Some(format!("not connected yet: open {connect_url}")),
-                    ),
+                    TokenState::initial(ConnState::Refreshing, None),
                     Grant::None,
                 ),
             };
             (initial, Some(endpoint), grant)
         }
     };
-    let connection = Connection::new(
+    let (connection, commands) = Connection::new(
         c.name.clone(),
         initial,
         c.timeout,
@@ -268,6 +303,8 @@ fn build_connection(
     };
     let refresher = Refresher::new(
         Arc::clone(&connection),
+        commands,
+        c.revocation.clone(),
         endpoint,
         grant,
         store,

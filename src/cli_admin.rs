@@ -1,27 +1,22 @@
-//! `bearerd status`: ask a running daemon for its connections and print a table.
+//! `bearerd status` and `bearerd disconnect`: talk to a running daemon's admin listener.
+//! With `BEARERD_ADMIN_TOKEN` set, requests carry it as a bearer token.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use http::Method;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 pub fn status(admin: &str) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("bearerd: cannot start the runtime: {error}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
     };
     let url = format!("{}/connections", admin.trim_end_matches('/'));
-    match runtime.block_on(fetch(&url)) {
+    match runtime.block_on(call(Method::GET, &url)) {
         Ok(Value::Array(connections)) => {
             print!("{}", table(&connections, SystemTime::now()));
             ExitCode::SUCCESS
@@ -37,10 +32,58 @@ pub fn status(admin: &str) -> ExitCode {
     }
 }
 
-async fn fetch(url: &str) -> Result<Value, String> {
+pub fn disconnect(admin: &str, name: &str) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
+    };
+    let url = format!(
+        "{}/connections/{name}/disconnect",
+        admin.trim_end_matches('/')
+    );
+    match runtime.block_on(call(Method::POST, &url)) {
+        Ok(answer) => {
+            let report = &answer["report"];
+            println!("{name}: disconnected");
+            match report["provider_error"].as_str() {
+                Some(error) => println!("  the provider was not told: {error}"),
+                None if report["provider_notified"] == true => println!("  the provider was told"),
+                None => {}
+            }
+            if let Some(error) = report["store_error"].as_str() {
+                println!("  warning: the token store could not be updated: {error}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("bearerd: cannot disconnect {name} at {url}: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("bearerd: cannot start the runtime: {error}");
+            None
+        }
+    }
+}
+
+async fn call(method: Method, url: &str) -> Result<Value, String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
-    let response = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+    let mut request = http::Request::builder().method(method).uri(url);
+    if let Ok(token) = std::env::var("BEARERD_ADMIN_TOKEN") {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Empty::new())
+        .map_err(|e| format!("bad URL: {e}"))?;
+    let response = tokio::time::timeout(Duration::from_secs(60), client.request(request))
         .await
         .map_err(|_| "timed out".to_owned())?
         .map_err(|e| bearerd::proxy::error_chain(&e))?;

@@ -20,12 +20,16 @@
 //! - [`upstream`]: rustls client, base URL joining.
 //! - [`token`]: the token cell; [`token::refresher`] (single writer, schedule, backoff),
 //!   [`token::oauth`] (token endpoint and failure classification), [`token::schedule`].
-//! - [`admin`]: health, readiness, metrics, status JSON, manual refresh.
+//! - [`admin`]: health, readiness, metrics, status JSON and page, manual refresh, the
+//!   connect flow's routes, disconnect, webhooks.
+//! - [`connect`]: connect-flow state and PKCE, HTML pages, webhook parsing.
+//! - [`store`]: the token store trait and the file store.
 //! - [`metrics`]: every metric name, one owned registry.
 
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod connect;
 pub mod metrics;
 pub mod proxy;
 pub mod serve;

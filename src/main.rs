@@ -1,7 +1,8 @@
-//! The `bearerd` command line (SPEC section 1): `run`, `check`, `status`, `import`.
+//! The `bearerd` command line (SPEC section 1): `run`, `check`, `status`, `import`,
+//! `disconnect`.
 
+mod cli_admin;
 mod cli_import;
-mod cli_status;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -60,6 +61,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Disconnect NAME on a running daemon (tells the provider, deletes the tokens).
+    Disconnect {
+        name: String,
+        #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
+        admin: String,
+    },
     /// Show the connections of a running daemon.
     Status {
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
@@ -72,7 +79,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config, cli.log_format),
         Command::Check { config } => check(&config),
-        Command::Status { admin } => cli_status::status(&admin),
+        Command::Status { admin } => cli_admin::status(&admin),
+        Command::Disconnect { name, admin } => cli_admin::disconnect(&admin, &name),
         Command::Import {
             name,
             config,

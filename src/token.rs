@@ -19,9 +19,10 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
+pub use refresher::{Command, DisconnectReport};
 pub use state::{ConnState, Outcome};
 
 use crate::metrics::ConnectionMetrics;
@@ -155,17 +156,21 @@ pub struct Connection {
     /// Longest a request waits for a refresh before it gets 503.
     wait_limit: Duration,
     pub metrics: ConnectionMetrics,
+    /// Connect, disconnect and the like, for the refresher to carry out.
+    commands: mpsc::Sender<Command>,
 }
 
 impl Connection {
+    /// The connection and the receiving end of its commands, for its refresher.
     pub fn new(
         name: String,
         initial: TokenState,
         wait_limit: Duration,
         metrics: ConnectionMetrics,
-    ) -> Arc<Self> {
+    ) -> (Arc<Self>, mpsc::Receiver<Command>) {
         metrics.publish(&initial);
-        Arc::new(Self {
+        let (commands, receiver) = mpsc::channel(16);
+        let connection = Arc::new(Self {
             name,
             cell: ArcSwap::from_pointee(initial),
             wanted: AtomicU64::new(0),
@@ -175,7 +180,14 @@ impl Connection {
             changed: watch::channel(0).0,
             wait_limit,
             metrics,
-        })
+            commands,
+        });
+        (connection, receiver)
+    }
+
+    /// Hands `command` to the refresher. False if the refresher is gone (shutting down).
+    pub async fn command(&self, command: Command) -> bool {
+        self.commands.send(command).await.is_ok()
     }
 
     /// A snapshot of the cell, for status reporting.

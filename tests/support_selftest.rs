@@ -1,6 +1,8 @@
 //! Self-tests for the test-support servers in `tests/support/` (token server and upstream),
 //! driven directly with a hyper-util legacy client.
 
+#[path = "support_selftest/authorize_code.rs"]
+mod authorize_code;
 mod support;
 
 use std::time::Duration;

@@ -39,6 +39,12 @@ pub enum TokenFailure {
 pub enum GrantRequest<'a> {
     ClientCredentials,
     RefreshToken(&'a SecretString),
+    /// The connect callback's code, its PKCE verifier and the exact `redirect_uri` sent.
+    AuthorizationCode {
+        code: &'a SecretString,
+        verifier: &'a SecretString,
+        redirect_uri: &'a str,
+    },
 }
 
 /// A connection's token endpoint with its client authentication.
@@ -115,10 +121,90 @@ impl TokenEndpoint {
                 form.append_pair("grant_type", "refresh_token");
                 form.append_pair("refresh_token", token.secret());
             }
+            GrantRequest::AuthorizationCode {
+                code,
+                verifier,
+                redirect_uri,
+            } => {
+                form.append_pair("grant_type", "authorization_code");
+                form.append_pair("code", code.secret());
+                form.append_pair("redirect_uri", redirect_uri);
+                form.append_pair("code_verifier", verifier.secret());
+            }
         }
+        self.authenticated_post(self.url.as_str(), form)
+    }
+
+    /// RFC 7009: revoke `token` at `url` with the same client authentication. Providers
+    /// answer 200 even for unknown tokens; anything else is reported.
+    pub async fn revoke(&self, url: &Url, token: &SecretString, hint: &str) -> Result<(), String> {
+        // Built in a block: the serializer is not `Send` and must not live across an await.
+        let request = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", token.secret());
+            form.append_pair("token_type_hint", hint);
+            self.authenticated_post(url.as_str(), form)
+        }
+        .map_err(|e| format!("cannot build revocation request: {e}"))?;
+        self.send_expecting_success(request, "revocation endpoint")
+            .await
+    }
+
+    /// Cloudbeds: `POST postAppState` with `app_state=disabled` and the current access token.
+    pub async fn disable_app_state(
+        &self,
+        url: &Url,
+        bearer: &http::HeaderValue,
+    ) -> Result<(), String> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(url.as_str())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .header(AUTHORIZATION, bearer.clone())
+            .body(Either::Left(Full::new(Bytes::from_static(
+                b"app_state=disabled",
+            ))))
+            .map_err(|e| format!("cannot build postAppState request: {e}"))?;
+        self.send_expecting_success(request, "postAppState").await
+    }
+
+    async fn send_expecting_success(
+        &self,
+        request: Request<crate::upstream::UpstreamBody>,
+        what: &str,
+    ) -> Result<(), String> {
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| format!("{what} timed out"))?
+            .map_err(|e| format!("{what} unreachable: {}", crate::proxy::error_chain(&e)))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        // Cloudbeds answers failures with HTTP 200 {"success":false}.
+        let refused = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("success").and_then(Value::as_bool))
+            == Some(false);
+        if status.is_success() && !refused {
+            Ok(())
+        } else {
+            Err(format!("{what} answered HTTP {}", status.as_u16()))
+        }
+    }
+
+    /// A form POST carrying the client's authentication (post or basic).
+    fn authenticated_post(
+        &self,
+        url: &str,
+        mut form: form_urlencoded::Serializer<'_, String>,
+    ) -> Result<Request<crate::upstream::UpstreamBody>, http::Error> {
         let mut builder = Request::builder()
             .method(Method::POST)
-            .uri(self.url.as_str())
+            .uri(url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json");
         let id = self.credentials.client_id.secret();

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::oauth::{GrantRequest, TokenEndpoint, TokenFailure};
 use super::schedule::{Backoff, refresh_in};
 use super::state::{ConnState, Outcome};
 use super::{Connection, SecretString, TokenSet, TokenState, bearer_header};
+use crate::config::Revocation;
 use crate::metrics::Trigger;
 use crate::store::{Record, StoreLock, TokenStore};
 
@@ -33,8 +34,46 @@ pub enum Grant {
     None,
 }
 
+/// What the admin listener asks of a connection's refresher.
+pub enum Command {
+    /// A connect flow started; show `authorizing` until `until` if there is no token.
+    /// `done` is answered once the state is published.
+    Authorizing {
+        until: Instant,
+        done: oneshot::Sender<()>,
+    },
+    /// The connect flow ended without a code (denied, bad state): undo `Authorizing`.
+    AuthorizingEnded,
+    /// Exchange an authorization code (connect callback); replies with the new generation.
+    Exchange {
+        code: SecretString,
+        verifier: SecretString,
+        redirect_uri: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// Delete the tokens (telling the provider first if `notify_provider`).
+    Disconnect {
+        notify_provider: bool,
+        reason: String,
+        reply: Option<oneshot::Sender<DisconnectReport>>,
+    },
+}
+
+/// How a disconnect went. Local deletion happens even when the provider could not be told.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DisconnectReport {
+    pub provider_notified: bool,
+    pub provider_error: Option<String>,
+    pub store_error: Option<String>,
+}
+
 pub struct Refresher {
     connection: Arc<Connection>,
+    commands: mpsc::Receiver<Command>,
+    /// How to tell the provider about a disconnect.
+    revocation: Revocation,
+    /// While a connect flow is under way: when to give up on it, and the state to go back to.
+    authorizing: Option<(Instant, ConnState)>,
     /// `None` when the credentials could not be read: the connection stays misconfigured.
     endpoint: Option<TokenEndpoint>,
     grant: Grant,
@@ -54,8 +93,11 @@ pub struct Refresher {
 const DEAD_STATES: [ConnState; 2] = [ConnState::NeedsAuthorization, ConnState::Disconnected];
 
 impl Refresher {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         connection: Arc<Connection>,
+        commands: mpsc::Receiver<Command>,
+        revocation: Revocation,
         endpoint: Option<TokenEndpoint>,
         grant: Grant,
         store: Option<Arc<dyn TokenStore>>,
@@ -65,6 +107,9 @@ impl Refresher {
     ) -> Self {
         Self {
             connection,
+            commands,
+            revocation,
+            authorizing: None,
             endpoint,
             grant,
             store,
@@ -91,11 +136,19 @@ impl Refresher {
             tokio::select! {
                 _ = crate::serve::stopped(&mut shutdown) => return,
                 _ = sleep_until(wake_at) => {
+                    if self.authorizing.is_some() {
+                        self.end_authorizing();
+                        continue;
+                    }
                     let trigger = self.retry_trigger.take().unwrap_or(Trigger::Scheduled);
                     self.refresh(trigger).await;
                 }
+                Some(command) = self.commands.recv() => self.on_command(command).await,
                 _ = self.connection.wake.notified() => self.on_wake().await,
-                _ = poll.tick(), if poll_every.is_some() => self.adopt_if_newer().await,
+                _ = poll.tick(), if poll_every.is_some() => {
+                    let loaded = self.adopt_if_newer().await;
+                    self.settle_if_unconnected(loaded);
+                }
                 changed = next_change(&mut changes) => {
                     if changed.is_none_or(|name| name == self.connection.name) {
                         self.adopt_if_newer().await;
@@ -114,7 +167,35 @@ impl Refresher {
             }
             return;
         }
-        self.adopt_if_newer().await;
+        let loaded = self.adopt_if_newer().await;
+        self.settle_if_unconnected(loaded);
+    }
+
+    /// Before any record was adopted: a store that holds none means "never connected"; a
+    /// store that could not be read means "try again" (503 with `Retry-After` meanwhile).
+    fn settle_if_unconnected(&mut self, loaded: bool) {
+        let current = self.connection.cell.load();
+        if current.generation != 0
+            || !matches!(current.state, ConnState::Refreshing | ConnState::Degraded)
+        {
+            return;
+        }
+        if loaded {
+            self.publish_with(|s| {
+                s.state = ConnState::NeedsAuthorization;
+                s.retry_at = None;
+                s.last_error = Some("not connected yet: press Connect on the status page".into());
+            });
+        } else {
+            let retry = self
+                .store
+                .as_ref()
+                .map_or(Duration::from_secs(2), |s| s.poll_interval());
+            self.publish_with(|s| {
+                s.state = ConnState::Degraded;
+                s.retry_at = Some(Instant::now() + retry);
+            });
+        }
     }
 
     fn can_redeem(&self) -> bool {
@@ -123,6 +204,9 @@ impl Refresher {
 
     /// The next time the refresher must act by itself.
     fn wake_at(&self) -> Option<Instant> {
+        if let Some((until, _)) = self.authorizing {
+            return Some(until);
+        }
         let current = self.connection.cell.load();
         if current.state.is_dead_end() || !self.can_redeem() {
             return None;
@@ -144,6 +228,17 @@ impl Refresher {
         }
         let current = connection.cell.load_full();
         let wanted = connection.wanted.load(Ordering::Acquire);
+        if wanted > current.generation && !current.state.is_dead_end() && !self.can_redeem() {
+            // A token without a refresh token (e.g. apaleo without offline_access) expired.
+            self.publish_with(|s| {
+                s.state = ConnState::NeedsAuthorization;
+                s.bearer = None;
+                s.last_error = Some(
+                    "the token expired and the provider gave no refresh token; reconnect".into(),
+                );
+            });
+            return;
+        }
         let in_backoff = current.retry_at.is_some_and(|at| at > Instant::now());
         if wanted > current.generation
             && !current.state.is_dead_end()
@@ -198,7 +293,10 @@ impl Refresher {
             .metrics
             .refresh(trigger, outcome, started.elapsed());
         match result {
-            Ok(set) => self.install(set, lock).await,
+            Ok(set) => {
+                let generation = self.connection.cell.load().generation + 1;
+                self.install(set, lock, generation).await;
+            }
             Err(failure) => {
                 self.fail(trigger, outcome, failure);
                 if outcome == Outcome::Rejected {
@@ -208,14 +306,18 @@ impl Refresher {
         }
     }
 
-    /// Persists (with a store) and swaps in a token set; the lock is released after both.
-    async fn install(&mut self, set: TokenSet, lock: Option<Box<dyn StoreLock>>) {
+    /// Persists (with a store) and swaps in a token set as `generation`; the lock is released
+    /// after both. False if the set could not be made durable (shutdown came first).
+    async fn install(
+        &mut self,
+        set: TokenSet,
+        lock: Option<Box<dyn StoreLock>>,
+        generation: u64,
+    ) -> bool {
         let Some(bearer) = bearer_header(&set.access_token) else {
             // classify() already refuses such tokens; keep the old set if one slips through.
-            return;
+            return false;
         };
-        let previous = self.connection.cell.load_full();
-        let generation = previous.generation + 1;
         if let Some(rotated) = &set.refresh_token
             && !matches!(self.grant, Grant::ClientCredentials)
         {
@@ -237,7 +339,7 @@ impl Refresher {
                 updated_at: wall,
             };
             if !self.save_durably(&record).await {
-                return;
+                return false;
             }
         }
         drop(lock);
@@ -266,6 +368,7 @@ impl Refresher {
             last_refresh: Some(wall),
             last_error: None,
         });
+        true
     }
 
     fn fail(&mut self, trigger: Trigger, outcome: Outcome, failure: TokenFailure) {
@@ -307,6 +410,7 @@ impl Refresher {
     }
 }
 
+mod commands;
 mod persist;
 
 /// The next changed connection name; `None` when notifications were missed (lagged), so

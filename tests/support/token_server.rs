@@ -5,6 +5,13 @@
 //! previous access token on refresh, Cloudbeds response shapes, and a FIFO of scripted failures.
 //! `POST /revoke` is RFC 7009. Access tokens are checked by [`TokenServer::validate_access`]
 //! (called by the upstream). Time is `tokio::time::Instant`, so paused-clock tests work.
+//!
+//! The authorization-code grant (PROVIDERS.md §4 rule 3) has real pages for a browser:
+//! `GET /authorize` (login form), `POST /authorize/login` (consent form) and
+//! `POST /authorize/consent` (302 back to the client with `code` or `error=access_denied`);
+//! see `authorize.rs`. Users come from [`TokenServer::add_user`]; tokens issued from a code know
+//! their user ([`TokenServer::user_of`]). [`TokenServer::authorize_headless`] walks the same pages
+//! over HTTP for tests without a browser.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -22,106 +29,16 @@ use tokio::time::Instant;
 
 use super::BoxError;
 
+mod authorize;
+mod config;
 mod endpoint;
+mod headless;
+mod pages;
 mod wire;
 
-/// Which client authentication methods the token endpoint accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ClientAuth {
-    /// `client_secret_post` only.
-    Post,
-    /// `client_secret_basic` only.
-    Basic,
-    /// Either method (never both in one request).
-    #[default]
-    Either,
-}
-
-/// Refresh-token rotation, PROVIDERS.md §4 rule 5.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Rotation {
-    /// (a) The same refresh token is returned and stays valid.
-    Reuse,
-    /// (b) One-time use; presenting a consumed token revokes the whole grant.
-    #[default]
-    Strict,
-    /// (c) One-time use; a consumed token gets `invalid_grant`, nothing else happens.
-    OneTime,
-    /// (d) The old token keeps returning the same new pair until the new access token is used.
-    Grace,
-}
-
-#[derive(Clone, Debug)]
-pub struct TokenServerConfig {
-    pub client_id: String,
-    pub client_secret: String,
-    pub client_auth: ClientAuth,
-    /// Access-token lifetime; `expires_in` is its whole seconds (at least 1). `None`: no
-    /// `expires_in` and tokens never expire.
-    pub lifetime: Option<Duration>,
-    pub rotation: Rotation,
-    /// Rule 6: a successful refresh kills every earlier access token of the grant.
-    pub kill_previous_access_on_refresh: bool,
-    /// Cloudbeds shapes: multipart accepted, `resources` in successes, bad refresh tokens get
-    /// 401 `{"error":"invalid_request","message":"The refresh token is invalid."}`.
-    pub cloudbeds: bool,
-}
-
-impl Default for TokenServerConfig {
-    fn default() -> Self {
-        TokenServerConfig {
-            client_id: "test-client".into(),
-            client_secret: "test-secret".into(),
-            client_auth: ClientAuth::Either,
-            lifetime: Some(Duration::from_secs(3600)),
-            rotation: Rotation::Strict,
-            kill_previous_access_on_refresh: false,
-            cloudbeds: false,
-        }
-    }
-}
-
-/// A scripted failure; each one is consumed by exactly one later `POST /token`.
-#[derive(Clone, Debug)]
-pub enum Failure {
-    Status500,
-    Status502,
-    Status503 {
-        retry_after: Option<u64>,
-    },
-    Status429 {
-        retry_after: Option<u64>,
-    },
-    /// 200 `text/html`.
-    Html,
-    /// 200 JSON without `access_token`.
-    NoAccessToken,
-    /// 503 `{"error":"temporarily_unavailable"}`.
-    TemporarilyUnavailable,
-    InvalidClient,
-    InvalidGrant,
-    UnauthorizedClient,
-    InvalidScope,
-    /// 401 `{"error":"invalid_request","message":"The refresh token is invalid."}`.
-    CloudbedsInvalidRefresh,
-    /// Sleep, then handle the request normally.
-    Delay(Duration),
-    /// Handle the request normally (commit any rotation), then drop the connection unanswered.
-    LostResponse,
-}
-
-/// One `POST /token` as received (before any check).
-#[derive(Clone, Debug)]
-pub struct TokenRequestLog {
-    pub grant_type: Option<String>,
-    pub refresh_token: Option<String>,
-    /// `"basic"` if an `Authorization: Basic` header was sent, `"post"` if a body
-    /// `client_secret` was, `None` otherwise (validity not considered).
-    pub client_auth: Option<&'static str>,
-    pub content_type: Option<String>,
-    /// The decoded body parameters (empty if the body could not be parsed).
-    pub form: Vec<(String, String)>,
-}
+#[allow(unused_imports)]
+pub use authorize::{AuthorizeLog, pkce_challenge};
+pub use config::{ClientAuth, Failure, Rotation, TokenRequestLog, TokenServerConfig};
 
 #[derive(Clone)]
 pub struct TokenServer {
@@ -152,6 +69,13 @@ struct State {
     successful_refreshes: usize,
     reuse_detections: usize,
     revoke_requests: usize,
+    /// Authorization-code grant: username -> password, grant -> user, live codes, login tickets.
+    users: HashMap<String, String>,
+    grant_users: HashMap<u64, String>,
+    codes: HashMap<String, authorize::Code>,
+    tickets: HashMap<String, authorize::Ticket>,
+    authorize_log: Vec<AuthorizeLog>,
+    code_exchanges: usize,
 }
 
 struct RefreshToken {
@@ -193,6 +117,17 @@ impl State {
         let token = format!("{prefix}{tail}");
         self.issued.push(token.clone());
         token
+    }
+
+    /// Creates a new grant; returns it and its first refresh token.
+    fn new_grant(&mut self) -> (u64, String) {
+        self.next_grant += 1;
+        let grant = self.next_grant;
+        let token = self.new_secret("rt_");
+        let state = RtState::Active;
+        self.refresh
+            .insert(token.clone(), RefreshToken { grant, state });
+        (grant, token)
     }
 
     fn issue_access(&mut self, grant: Option<u64>) -> String {
@@ -272,18 +207,7 @@ impl TokenServer {
 
     /// Creates a new grant and returns its first refresh token.
     pub fn seed_grant(&self) -> String {
-        let mut st = self.st();
-        st.next_grant += 1;
-        let grant = st.next_grant;
-        let token = st.new_secret("rt_");
-        st.refresh.insert(
-            token.clone(),
-            RefreshToken {
-                grant,
-                state: RtState::Active,
-            },
-        );
-        token
+        self.st().new_grant().1
     }
 
     pub fn script(&self, f: Failure) {
@@ -368,10 +292,26 @@ impl TokenServer {
         true
     }
 
+    /// Revokes the grant that issued `access_token` (as an uninstall would); false if the token
+    /// is unknown or came from `client_credentials`.
+    pub fn revoke_grant_of(&self, access_token: &str) -> bool {
+        let mut st = self.st();
+        let Some(grant) = st.access.get(access_token).and_then(|a| a.grant) else {
+            return false;
+        };
+        st.revoke_grant(grant);
+        true
+    }
+
     /// Highest number of `/token` requests in flight at once.
     pub fn max_concurrent_token_requests(&self) -> usize {
         self.inner.max_in_flight.load(Ordering::SeqCst)
     }
+}
+
+/// Parses a form body as the token endpoint does in Cloudbeds mode (urlencoded or multipart).
+pub(crate) fn parse_form_body(ctype: Option<&str>, body: &[u8]) -> Option<Vec<(String, String)>> {
+    wire::parse_body(ctype, body, true).ok()
 }
 
 impl Inner {

@@ -10,7 +10,12 @@
 //!   not active anymore"}`; `/cloudbeds/unauthorized` and `/cloudbeds/access_denied`: the two
 //!   Cloudbeds 401 bodies of PROVIDERS.md §4 rule 14;
 //! * `/hop`: echo plus hop-by-hop response headers a proxy must strip;
-//! * anything else: a JSON echo of the request (body hashed while streaming).
+//! * `/userinfo`: `{"user": USER, "hotel": "Hotel Test"}` (USER: [`TokenServer::user_of`]);
+//! * `POST /api/v1.3/postAppState`: Cloudbeds disconnect; form `app_state=disabled` revokes the
+//!   token's grant and answers `{"success":true}` (`enabled` is a no-op), counted by
+//!   [`Upstream::app_state_posts`];
+//! * anything else: a JSON echo of the request (body hashed while streaming), whose `"user"` is
+//!   the user of the presented token (or null).
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -26,7 +31,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -35,6 +40,7 @@ use super::{BoxError, TokenServer};
 type Resp = Response<BoxBody<Bytes, Infallible>>;
 
 const CHUNK: u64 = 64 * 1024;
+const APP_STATE: &str = "/api/v1.3/postAppState";
 
 /// The deterministic pattern served by `/bytes/N`: byte i is `(i % 251) as u8`.
 pub fn pattern_bytes(len: usize) -> Vec<u8> {
@@ -51,6 +57,7 @@ struct Inner {
     tokens: Option<TokenServer>,
     requests: AtomicUsize,
     unauthorized: AtomicUsize,
+    app_state_posts: AtomicUsize,
 }
 
 impl Upstream {
@@ -69,6 +76,7 @@ impl Upstream {
             tokens,
             requests: AtomicUsize::new(0),
             unauthorized: AtomicUsize::new(0),
+            app_state_posts: AtomicUsize::new(0),
         });
         let handler_inner = inner.clone();
         let addr = super::spawn_server(move |req| handle(handler_inner.clone(), req)).await;
@@ -85,6 +93,10 @@ impl Upstream {
     /// 401s answered for a missing, invalid or expired token.
     pub fn unauthorized(&self) -> usize {
         self.inner.unauthorized.load(Ordering::SeqCst)
+    }
+    /// Requests to `/api/v1.3/postAppState` (any method, answered 401 or not).
+    pub fn app_state_posts(&self) -> usize {
+        self.inner.app_state_posts.load(Ordering::SeqCst)
     }
 }
 
@@ -112,6 +124,9 @@ fn bearer(req: &Request<Incoming>) -> Option<&str> {
 
 async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxError> {
     inner.requests.fetch_add(1, Ordering::SeqCst);
+    if req.uri().path() == APP_STATE {
+        inner.app_state_posts.fetch_add(1, Ordering::SeqCst);
+    }
     if let Some(tokens) = &inner.tokens
         && !bearer(&req).is_some_and(|t| tokens.validate_access(t))
     {
@@ -127,6 +142,9 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
         return Ok(r);
     }
     let path = req.uri().path().to_owned();
+    let token = bearer(&req).map(str::to_owned);
+    let tokens = inner.tokens.as_ref();
+    let user = tokens.zip(token.as_deref()).and_then(|(t, b)| t.user_of(b));
     if let Some(n) = path.strip_prefix("/bytes/") {
         let Ok(total) = n.parse::<u64>() else {
             return Ok(json_resp(
@@ -149,7 +167,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
             ));
         };
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        return echo(req).await;
+        return echo(req, user).await;
     }
     if let Some(code) = path.strip_prefix("/status/") {
         return Ok(
@@ -176,8 +194,37 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
             StatusCode::UNAUTHORIZED,
             &json!({"error": "access_denied", "message": "The resource owner or authorization server denied the request."}),
         )),
+        "/userinfo" => Ok(json_resp(
+            StatusCode::OK,
+            &json!({"user": user, "hotel": "Hotel Test"}),
+        )),
+        APP_STATE if req.method() == Method::POST => {
+            let ctype = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let ctype = ctype.map(str::to_owned);
+            let body = req.into_body().collect().await?.to_bytes();
+            let form = super::token_server::parse_form_body(ctype.as_deref(), &body);
+            let app_state = form
+                .as_ref()
+                .and_then(|f| f.iter().find(|(k, _)| k == "app_state"));
+            match app_state.map(|(_, v)| v.as_str()) {
+                Some("disabled") => {
+                    if let Some((tokens, token)) = tokens.zip(token) {
+                        tokens.revoke_grant_of(&token);
+                    }
+                    Ok(json_resp(StatusCode::OK, &json!({"success": true})))
+                }
+                Some("enabled") => Ok(json_resp(StatusCode::OK, &json!({"success": true}))),
+                _ => Ok(json_resp(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"success": false, "message": "app_state must be enabled or disabled"}),
+                )),
+            }
+        }
         "/hop" => {
-            let mut r = echo(req).await?;
+            let mut r = echo(req, user).await?;
             let h = r.headers_mut();
             for (name, value) in [
                 ("x-hop", "1"),
@@ -193,12 +240,12 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
             }
             Ok(r)
         }
-        _ => echo(req).await,
+        _ => echo(req, user).await,
     }
 }
 
 /// JSON description of the request; the body is hashed as its chunks arrive.
-async fn echo(req: Request<Incoming>) -> Result<Resp, BoxError> {
+async fn echo(req: Request<Incoming>, user: Option<String>) -> Result<Resp, BoxError> {
     let (parts, mut body) = req.into_parts();
     let mut hasher = Sha256::new();
     let mut len: u64 = 0;
@@ -226,6 +273,7 @@ async fn echo(req: Request<Incoming>) -> Result<Resp, BoxError> {
         "headers": headers,
         "body_len": len,
         "body_sha256": super::hex(&hasher.finalize()),
+        "user": user,
     });
     Ok(json_resp(StatusCode::OK, &body))
 }

@@ -15,19 +15,20 @@ use crate::token::state::ConnState;
 impl Refresher {
     /// Looks at the store (no lock) and adopts a record another process (or `bearerd
     /// import`) wrote; redeems at once if the adopted record has no usable access token.
-    pub(super) async fn adopt_if_newer(&mut self) {
+    /// False if the store could not be read.
+    pub(super) async fn adopt_if_newer(&mut self) -> bool {
         let Some(store) = self.store.clone() else {
-            return;
+            return true;
         };
         let record = match store.load(&self.connection.name).await {
             Ok(Some(record)) => record,
-            Ok(None) => return,
+            Ok(None) => return true,
             Err(error) => {
                 tracing::warn!(connection = %self.connection.name, %error, "cannot read the token store");
                 if self.connection.cell.load().generation == 0 {
                     self.publish_with(|s| s.last_error = Some(format!("token store: {error}")));
                 }
-                return;
+                return false;
             }
         };
         if record.generation > self.connection.cell.load().generation
@@ -41,6 +42,7 @@ impl Refresher {
             };
             self.refresh(trigger).await;
         }
+        true
     }
 
     /// Swaps in a stored record. True if it carries no usable access token (so a refresh

@@ -1,4 +1,5 @@
-//! `POST /token` and `POST /revoke` handlers of the test token server.
+//! `POST /token` and `POST /revoke` handlers of the test token server, and the routing of the
+//! authorization pages (`authorize.rs`).
 
 use std::sync::Arc;
 
@@ -15,6 +16,14 @@ pub(super) async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/token") => handle_token(inner, req).await,
         (&Method::POST, "/revoke") => handle_revoke(inner, req).await,
+        (&Method::GET, "/authorize") => Ok(authorize::get_authorize(&inner, &req)),
+        (&Method::POST, "/authorize/login") => authorize::post_login(inner, req).await,
+        (&Method::POST, "/authorize/consent") => authorize::post_consent(inner, req).await,
+        (_, "/authorize" | "/authorize/login" | "/authorize/consent") => Ok(text_resp(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed",
+        )),
         (_, "/token" | "/revoke") => Ok(oauth_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request",
@@ -55,6 +64,7 @@ async fn handle_token(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp,
         match grant_type.as_deref() {
             Some("client_credentials") => st.cc_requests += 1,
             Some("refresh_token") => st.refresh_requests += 1,
+            Some("authorization_code") => st.code_exchanges += 1,
             _ => {}
         }
         st.log.push(TokenRequestLog {
@@ -102,6 +112,7 @@ fn process_token(inner: &Inner, p: Parsed) -> Resp {
                 "missing refresh_token",
             ),
         },
+        Some("authorization_code") => authorize::exchange(inner, &form),
         Some(_) => oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -115,7 +126,7 @@ fn process_token(inner: &Inner, p: Parsed) -> Resp {
     }
 }
 
-fn success(inner: &Inner, st: &State, access: &str, refresh: Option<&str>) -> Resp {
+pub(super) fn success(inner: &Inner, st: &State, access: &str, refresh: Option<&str>) -> Resp {
     let mut body = json!({"access_token": access, "token_type": "Bearer"});
     if let Some(secs) = st.expires_in(access) {
         body["expires_in"] = json!(secs);

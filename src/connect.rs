@@ -1,0 +1,263 @@
+//! The authorization-code connect flow (SPEC section 7): `GET /connections/NAME/connect`
+//! redirects to the provider with a random single-use `state` (10 minutes) and a PKCE S256
+//! challenge; `GET /oauth/callback` checks the state, and the refresher exchanges the code
+//! (so it stays the only writer of the cell). Also the status and result pages ([`pages`])
+//! and the provider's webhooks ([`webhook`]).
+
+pub mod pages;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::token::SecretString;
+
+/// How long a connect flow may take between redirect and callback.
+pub const STATE_LIFETIME: Duration = Duration::from_secs(600);
+/// Flows started and not finished, at most; more are refused until some expire.
+const MAX_PENDING: usize = 1024;
+
+/// What a connection needs to send a browser to the provider.
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    pub authorize_url: Url,
+    pub client_id: String,
+    pub redirect_uri: Url,
+    pub scopes: Vec<String>,
+}
+
+/// A flow between redirect and callback.
+pub struct Pending {
+    pub connection: String,
+    pub verifier: SecretString,
+    pub redirect_uri: String,
+    started: Instant,
+}
+
+/// Why a callback is refused. None of these change anything stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    #[error("the callback has no state parameter")]
+    MissingState,
+    #[error("the state is unknown, expired or already used; start the connect flow again")]
+    UnknownState,
+    #[error("the provider did not authorize the connection: {0}")]
+    Denied(String),
+    #[error("the callback has no code parameter")]
+    MissingCode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("too many connect flows are under way; try again in a few minutes")]
+pub struct TooManyFlows;
+
+/// Flows under way, keyed by their `state`.
+#[derive(Default)]
+pub struct ConnectFlows {
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl ConnectFlows {
+    /// Starts a flow: returns the provider URL to redirect the browser to.
+    pub fn start(
+        &self,
+        connection: &str,
+        settings: &ConnectSettings,
+        now: Instant,
+    ) -> Result<Url, TooManyFlows> {
+        let state = random_token(32);
+        let verifier = random_token(64);
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let mut url = settings.authorize_url.clone();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &settings.client_id)
+            .append_pair("redirect_uri", settings.redirect_uri.as_str())
+            .append_pair("state", &state)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        if !settings.scopes.is_empty() {
+            url.query_pairs_mut()
+                .append_pair("scope", &settings.scopes.join(" "));
+        }
+        let mut pending = self.lock();
+        pending.retain(|_, p| now.duration_since(p.started) < STATE_LIFETIME);
+        if pending.len() >= MAX_PENDING {
+            return Err(TooManyFlows);
+        }
+        pending.insert(
+            state,
+            Pending {
+                connection: connection.to_owned(),
+                verifier: SecretString::new(verifier),
+                redirect_uri: settings.redirect_uri.to_string(),
+                started: now,
+            },
+        );
+        Ok(url)
+    }
+
+    /// Checks a callback's query. The state is used up whatever the outcome, so a replayed
+    /// callback is refused. On success: the flow and the code.
+    pub fn finish(
+        &self,
+        query: &[(String, String)],
+        now: Instant,
+    ) -> Result<(Pending, SecretString), (Option<String>, CallbackError)> {
+        let param = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let state = param("state")
+            .filter(|s| !s.is_empty())
+            .ok_or((None, CallbackError::MissingState))?;
+        let pending = self
+            .lock()
+            .remove(state)
+            .filter(|p| now.duration_since(p.started) < STATE_LIFETIME)
+            .ok_or((None, CallbackError::UnknownState))?;
+        let connection = Some(pending.connection.clone());
+        if let Some(error) = param("error") {
+            let description = param("error_description").unwrap_or("");
+            let text: String = format!("{error} {description}").chars().take(200).collect();
+            return Err((connection, CallbackError::Denied(text.trim().to_owned())));
+        }
+        let code = param("code")
+            .filter(|c| !c.is_empty())
+            .ok_or((connection, CallbackError::MissingCode))?;
+        Ok((pending, SecretString::new(code.to_owned())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// `bytes` random bytes, base64url without padding (RFC 7636 unreserved characters).
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::fill(&mut buffer[..]);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ConnectSettings {
+        ConnectSettings {
+            authorize_url: Url::parse("https://idp.example/authorize?tenant=1").unwrap(),
+            client_id: "client".into(),
+            redirect_uri: Url::parse("http://127.0.0.1:9901/oauth/callback").unwrap(),
+            scopes: vec!["a".into(), "offline_access".into()],
+        }
+    }
+
+    fn query(url: &Url) -> HashMap<String, String> {
+        url.query_pairs().into_owned().collect()
+    }
+
+    fn callback(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn authorize_url_carries_state_and_pkce() {
+        let flows = ConnectFlows::default();
+        let now = Instant::now();
+        let url = flows.start("hotel", &settings(), now).unwrap();
+        let q = query(&url);
+        assert_eq!(q["tenant"], "1");
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["scope"], "a offline_access");
+        assert_eq!(q["redirect_uri"], "http://127.0.0.1:9901/oauth/callback");
+        assert!(q["state"].len() >= 43);
+        let (pending, code) = flows
+            .finish(&callback(&[("state", &q["state"]), ("code", "c1")]), now)
+            .unwrap();
+        assert_eq!(code.secret(), "c1");
+        let challenge =
+            URL_SAFE_NO_PAD.encode(Sha256::digest(pending.verifier.secret().as_bytes()));
+        assert_eq!(q["code_challenge"], challenge);
+        assert!((43..=128).contains(&pending.verifier.secret().len()));
+    }
+
+    #[test]
+    fn bad_states_are_refused() {
+        let flows = ConnectFlows::default();
+        let now = Instant::now();
+        let state = query(&flows.start("hotel", &settings(), now).unwrap())["state"].clone();
+        let err = |r: Result<_, (Option<String>, CallbackError)>| r.err().map(|(_, e)| e);
+        assert_eq!(
+            err(flows.finish(&callback(&[("code", "c")]), now)),
+            Some(CallbackError::MissingState)
+        );
+        assert_eq!(
+            err(flows.finish(&callback(&[("state", "forged"), ("code", "c")]), now)),
+            Some(CallbackError::UnknownState)
+        );
+        // Expired.
+        let later = now + STATE_LIFETIME + Duration::from_secs(1);
+        assert_eq!(
+            err(flows.finish(&callback(&[("state", &state), ("code", "c")]), later)),
+            Some(CallbackError::UnknownState)
+        );
+        // Single use.
+        let state = query(&flows.start("hotel", &settings(), now).unwrap())["state"].clone();
+        assert!(
+            flows
+                .finish(&callback(&[("state", &state), ("code", "c")]), now)
+                .is_ok()
+        );
+        assert_eq!(
+            err(flows.finish(&callback(&[("state", &state), ("code", "c")]), now)),
+            Some(CallbackError::UnknownState)
+        );
+        // Denied at the provider: refused, and the state is used up.
+        let state = query(&flows.start("hotel", &settings(), now).unwrap())["state"].clone();
+        let denied = flows.finish(
+            &callback(&[("state", &state), ("error", "access_denied")]),
+            now,
+        );
+        assert!(matches!(denied, Err((Some(c), CallbackError::Denied(_))) if c == "hotel"));
+        assert_eq!(
+            err(flows.finish(&callback(&[("state", &state), ("code", "c")]), now)),
+            Some(CallbackError::UnknownState)
+        );
+    }
+
+    #[test]
+    fn pending_flows_are_bounded() {
+        let flows = ConnectFlows::default();
+        let now = Instant::now();
+        for _ in 0..MAX_PENDING {
+            flows.start("hotel", &settings(), now).unwrap();
+        }
+        assert_eq!(
+            flows.start("hotel", &settings(), now).err(),
+            Some(TooManyFlows)
+        );
+        // Expired flows make room.
+        assert!(
+            flows
+                .start("hotel", &settings(), now + STATE_LIFETIME)
+                .is_ok()
+        );
+    }
+}

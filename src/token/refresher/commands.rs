@@ -1,0 +1,207 @@
+//! Commands from the admin listener, carried out by the refresher so it stays the only
+//! writer of the cell: the connect flow's code exchange, disconnect, and the `authorizing`
+//! state while a browser is at the provider.
+
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::{Command, DisconnectReport, Grant, Refresher};
+use crate::config::Revocation;
+use crate::metrics::Trigger;
+use crate::store::Record;
+use crate::token::SecretString;
+use crate::token::oauth::{GrantRequest, TokenFailure};
+use crate::token::state::{ConnState, Outcome};
+
+impl Refresher {
+    pub(super) async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Authorizing { until, done } => {
+                let state = self.connection.cell.load().state;
+                // A connection that still serves a token keeps serving it while reconnecting.
+                if state.is_dead_end() {
+                    let back_to = match self.authorizing {
+                        Some((_, previous)) => previous,
+                        None => state,
+                    };
+                    self.authorizing = Some((until, back_to));
+                    self.publish_with(|s| s.state = ConnState::Authorizing);
+                }
+                let _ = done.send(());
+            }
+            Command::AuthorizingEnded => self.end_authorizing(),
+            Command::Exchange {
+                code,
+                verifier,
+                redirect_uri,
+                reply,
+            } => {
+                let result = self.exchange(&code, &verifier, &redirect_uri).await;
+                if result.is_err() {
+                    self.end_authorizing();
+                }
+                let _ = reply.send(result);
+            }
+            Command::Disconnect {
+                notify_provider,
+                reason,
+                reply,
+            } => {
+                let report = self.disconnect(notify_provider, &reason).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(report);
+                }
+            }
+        }
+    }
+
+    /// Back from `authorizing` to the state before it, if the flow did not connect.
+    pub(super) fn end_authorizing(&mut self) {
+        if let Some((_, previous)) = self.authorizing.take()
+            && self.connection.cell.load().state == ConnState::Authorizing
+        {
+            self.publish_with(|s| s.state = previous);
+        }
+    }
+
+    /// Redeems an authorization code under the store lock, then installs the tokens as a
+    /// generation newer than anything stored.
+    async fn exchange(
+        &mut self,
+        code: &SecretString,
+        verifier: &SecretString,
+        redirect_uri: &str,
+    ) -> Result<u64, String> {
+        let Some(endpoint) = &self.endpoint else {
+            let reason = self.connection.cell.load().last_error.clone();
+            return Err(reason.unwrap_or_else(|| "client credentials are unavailable".into()));
+        };
+        let mut lock = None;
+        let mut stored_generation = 0;
+        if let Some(store) = self.store.clone() {
+            let name = self.connection.name.clone();
+            lock = Some(
+                store
+                    .lock(&name, self.lock_wait)
+                    .await
+                    .map_err(|e| format!("token store lock: {e}"))?,
+            );
+            stored_generation = store
+                .load(&name)
+                .await
+                .map_err(|e| format!("token store: {e}"))?
+                .map_or(0, |r| r.generation);
+        }
+        let started = Instant::now();
+        let request = GrantRequest::AuthorizationCode {
+            code,
+            verifier,
+            redirect_uri,
+        };
+        let result = endpoint.request(request).await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(TokenFailure::Transient { .. }) => Outcome::Transient,
+            Err(TokenFailure::Rejected { .. }) => Outcome::Rejected,
+            Err(TokenFailure::Misconfigured { .. }) => Outcome::Misconfigured,
+        };
+        self.connection
+            .metrics
+            .refresh(Trigger::Connect, outcome, started.elapsed());
+        let set = result.map_err(|failure| failure.to_string())?;
+        self.grant = match &set.refresh_token {
+            Some(token) => Grant::RefreshToken(token.clone()),
+            None => Grant::None,
+        };
+        if set.refresh_token.is_none() {
+            tracing::warn!(
+                connection = %self.connection.name,
+                "the provider issued no refresh token: the connection lasts until the token expires"
+            );
+        }
+        let generation = stored_generation.max(self.connection.cell.load().generation) + 1;
+        self.authorizing = None;
+        if self.install(set, lock, generation).await {
+            Ok(generation)
+        } else {
+            Err("the new tokens could not be saved".into())
+        }
+    }
+
+    /// Tells the provider (best effort), then deletes the tokens locally, always.
+    async fn disconnect(&mut self, notify_provider: bool, reason: &str) -> DisconnectReport {
+        let mut report = DisconnectReport::default();
+        if notify_provider {
+            match self.notify_provider().await {
+                Ok(()) => report.provider_notified = true,
+                Err(error) => {
+                    tracing::warn!(connection = %self.connection.name, %error, "could not tell the provider about the disconnect");
+                    report.provider_error = Some(error);
+                }
+            }
+        }
+        let generation = self.connection.cell.load().generation + 1;
+        if let Some(store) = self.store.clone() {
+            let name = self.connection.name.clone();
+            let record = Record {
+                connection: name.clone(),
+                generation,
+                access_token: None,
+                expires_at: None,
+                refresh_token: None,
+                scope: None,
+                state: ConnState::Disconnected.as_str().to_owned(),
+                updated_at: SystemTime::now(),
+            };
+            let saved = match store.lock(&name, self.lock_wait).await {
+                Ok(_lock) => store.save(&record).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = saved {
+                report.store_error = Some(error.to_string());
+            }
+        }
+        if !matches!(self.grant, Grant::ClientCredentials) {
+            self.grant = Grant::None;
+        }
+        self.authorizing = None;
+        self.next_refresh = None;
+        self.retry_trigger = None;
+        tracing::info!(connection = %self.connection.name, reason, "disconnected");
+        let note = match &report.provider_error {
+            Some(error) => format!("{reason} (the provider was not told: {error})"),
+            None => reason.to_owned(),
+        };
+        self.publish_with(|s| {
+            s.generation = generation;
+            s.state = ConnState::Disconnected;
+            s.bearer = None;
+            s.expires_at = None;
+            s.expires_at_wall = None;
+            s.retry_at = None;
+            s.last_error = Some(note);
+        });
+        report
+    }
+
+    async fn notify_provider(&self) -> Result<(), String> {
+        let Some(endpoint) = &self.endpoint else {
+            return Err("client credentials are unavailable".into());
+        };
+        match &self.revocation {
+            Revocation::Rfc7009(url) => match &self.grant {
+                Grant::RefreshToken(token) => endpoint.revoke(url, token, "refresh_token").await,
+                _ => Err("no refresh token to revoke".into()),
+            },
+            Revocation::CloudbedsAppState(url) => {
+                let current = self.connection.cell.load_full();
+                match current.usable(Instant::now()) {
+                    Some(token) => endpoint.disable_app_state(url, &token.header).await,
+                    None => Err("no valid access token to call postAppState with".into()),
+                }
+            }
+            Revocation::None => Err("the provider has no revocation endpoint".into()),
+        }
+    }
+}
