@@ -1,13 +1,12 @@
 //! `bearerd import NAME`: store a refresh token read from standard input for a connection,
 //! for integrations that already hold one. A running daemon adopts it on its next store
-//! poll (every 2 s with the file store).
+//! poll (every 2 s with the file store) or, with postgres, at once (`NOTIFY`).
 
 use std::io::Read;
 use std::process::ExitCode;
 
-use bearerd::config::{Config, GrantKind, StoreKind};
-use bearerd::store::file::FileStore;
-use bearerd::store::import;
+use bearerd::config::{Config, GrantKind};
+use bearerd::store::{Reach, import};
 use bearerd::token::SecretString;
 
 pub fn run(config: &Config, name: &str, force: bool) -> ExitCode {
@@ -21,10 +20,6 @@ pub fn run(config: &Config, name: &str, force: bool) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let StoreKind::File { dir } = &config.store.kind else {
-        eprintln!("bearerd: import into the postgres store is not available yet");
-        return ExitCode::from(1);
-    };
     let mut input = String::new();
     if let Err(error) = std::io::stdin().read_to_string(&mut input) {
         eprintln!("bearerd: cannot read standard input: {error}");
@@ -47,8 +42,9 @@ pub fn run(config: &Config, name: &str, force: bool) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let store = FileStore::open(dir, None)?;
-        import(&store, name, token, force).await
+        let names = [name.to_owned()];
+        let store = bearerd::store::open(&config.store, &names, None, Reach::Required).await?;
+        import(store.as_ref(), name, token, force).await
     });
     match result {
         Ok(generation) => {

@@ -2,17 +2,26 @@
 //! connection and a lock per connection that is held for a whole refresh, so that across
 //! processes (and replicas) at most one redeems a refresh token; after taking the lock the
 //! refresher re-reads the record and adopts a newer generation instead of redeeming.
+//!
+//! [`file`] is the embedded store, [`postgres`] the one shared by replicas; [`seal`] encrypts
+//! the token fields of both when `store.key` is set. [`open`] builds the configured one.
 
 pub mod file;
+pub mod postgres;
+pub mod seal;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::config::{StoreConfig, StoreKind};
+use crate::metrics::Metrics;
 use crate::token::SecretString;
+use seal::{KeyError, OpenError, Sealer};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -28,6 +37,43 @@ pub enum StoreError {
     Corrupt { path: String, reason: String },
     #[error("timed out after {0:?} waiting for the store lock")]
     LockTimeout(Duration),
+    #[error(
+        "the record of connection {connection} cannot be decrypted with store.key (written with another key?); it is left unchanged"
+    )]
+    WrongKey { connection: String },
+    #[error("the record of connection {connection} is encrypted, but store.key is not set")]
+    KeyMissing { connection: String },
+    #[error("store.key: {0}")]
+    Key(#[from] KeyError),
+    /// A database error: the operation and the server's message, never a parameter value.
+    #[error("postgres {op}: {reason}")]
+    Database { op: &'static str, reason: String },
+    #[error(
+        "generation {attempted} of connection {connection} was not saved: another process stored generation {stored} after this one lost its lock"
+    )]
+    Superseded {
+        connection: String,
+        stored: u64,
+        attempted: u64,
+    },
+}
+
+impl StoreError {
+    /// A field of `connection`'s record at `location` that did not open under the key.
+    pub(crate) fn unsealing(error: OpenError, connection: &str, location: &str) -> Self {
+        match error {
+            OpenError::WrongKey => Self::WrongKey {
+                connection: connection.to_owned(),
+            },
+            OpenError::NoKey => Self::KeyMissing {
+                connection: connection.to_owned(),
+            },
+            OpenError::Malformed => Self::Corrupt {
+                path: location.to_owned(),
+                reason: "a token field is not a valid `enc:v1:` value".to_owned(),
+            },
+        }
+    }
 }
 
 /// One connection's persisted tokens.
@@ -72,7 +118,7 @@ pub trait TokenStore: Send + Sync {
 }
 
 /// The on-disk / in-row JSON shape (SPEC section 6).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordJson {
     pub version: u32,
@@ -103,6 +149,38 @@ impl Record {
         }
     }
 
+    /// The stored shape, token fields sealed under `sealer` if given.
+    pub fn to_sealed_json(&self, sealer: Option<&Sealer>) -> RecordJson {
+        let field = |name, value| seal::seal_field(sealer, &self.connection, name, value);
+        RecordJson {
+            access_token: field("access_token", self.access_token.as_ref()),
+            refresh_token: field("refresh_token", self.refresh_token.as_ref()),
+            ..self.to_json()
+        }
+    }
+
+    /// Reads a stored shape for `connection`, opening sealed token fields.
+    pub fn from_sealed_json(
+        json: RecordJson,
+        connection: &str,
+        sealer: Option<&Sealer>,
+    ) -> Result<Self, OpenOrInvalid> {
+        let field = |name, value: &Option<String>| {
+            seal::open_field(sealer, connection, name, value.as_deref())
+        };
+        let access_token = field("access_token", &json.access_token)?;
+        let refresh_token = field("refresh_token", &json.refresh_token)?;
+        let mut record = Self::from_json(RecordJson {
+            access_token: None,
+            refresh_token: None,
+            ..json
+        })
+        .map_err(OpenOrInvalid::Invalid)?;
+        record.access_token = access_token;
+        record.refresh_token = refresh_token;
+        Ok(record)
+    }
+
     pub fn from_json(json: RecordJson) -> Result<Self, String> {
         if json.version != 1 {
             return Err(format!("unsupported record version {}", json.version));
@@ -118,6 +196,95 @@ impl Record {
             state: json.state,
             updated_at: at(json.updated_at),
         })
+    }
+}
+
+impl RecordJson {
+    /// True if a token field is stored in plaintext (written before `store.key` was set).
+    pub fn has_plaintext_token(&self) -> bool {
+        [&self.access_token, &self.refresh_token]
+            .into_iter()
+            .flatten()
+            .any(|value| !seal::is_sealed(value))
+    }
+}
+
+/// Why a stored record could not be read.
+#[derive(Debug)]
+pub enum OpenOrInvalid {
+    Open(OpenError),
+    Invalid(String),
+}
+
+impl From<OpenError> for OpenOrInvalid {
+    fn from(error: OpenError) -> Self {
+        Self::Open(error)
+    }
+}
+
+impl OpenOrInvalid {
+    pub(crate) fn into_store_error(self, connection: &str, location: &str) -> StoreError {
+        match self {
+            Self::Open(error) => StoreError::unsealing(error, connection, location),
+            Self::Invalid(reason) => StoreError::Corrupt {
+                path: location.to_owned(),
+                reason,
+            },
+        }
+    }
+}
+
+/// How [`open`] behaves when the database cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The daemon: start anyway and keep trying in the background.
+    RetryInBackground,
+    /// A one-shot command (`bearerd import`): fail.
+    Required,
+}
+
+/// Opens the configured store for the connections `names`: reads `store.key`, checks that
+/// every stored record of those connections opens under it (a wrong key is an error here,
+/// before anything is written) and re-writes plaintext records sealed.
+pub async fn open(
+    config: &StoreConfig,
+    names: &[String],
+    metrics: Option<Arc<Metrics>>,
+    reach: Reach,
+) -> Result<Arc<dyn TokenStore>, StoreError> {
+    let sealer = match &config.key {
+        Some(source) => Some(Arc::new(Sealer::from_source(source)?)),
+        None => None,
+    };
+    match &config.kind {
+        StoreKind::File { dir } => {
+            let store = file::FileStore::open(dir, metrics)?.with_sealer(sealer);
+            let migrated = store.check_records(names).await?;
+            if migrated > 0 {
+                tracing::info!(
+                    records = migrated,
+                    "re-wrote plaintext token records encrypted with store.key"
+                );
+            }
+            Ok(Arc::new(store))
+        }
+        StoreKind::Postgres { url } => {
+            let url = url.resolve().map_err(|reason| StoreError::Database {
+                op: "store.url",
+                reason,
+            })?;
+            let options = postgres::PgOptions {
+                url,
+                sealer,
+                names: names.to_vec(),
+                metrics,
+            };
+            let store = match reach {
+                Reach::RetryInBackground => postgres::PgStore::start(options).await?,
+                Reach::Required => postgres::PgStore::connect(options).await?,
+            };
+            Ok(store)
+        }
     }
 }
 

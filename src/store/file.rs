@@ -1,6 +1,8 @@
 //! The embedded file store: `DIR/NAME.json` per connection, replaced atomically (write a
 //! temp file, fsync, rename, fsync the directory) with mode 0600 in a 0700 directory;
-//! `DIR/NAME.lock` is the advisory (`flock`) lock held for a whole refresh.
+//! `DIR/NAME.lock` is the advisory (`flock`) lock held for a whole refresh. With a
+//! [`Sealer`] the token fields are encrypted, and a record that does not open under it is
+//! never overwritten.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -11,12 +13,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::seal::Sealer;
 use super::{BoxFuture, Record, RecordJson, StoreError, StoreLock, TokenStore};
 use crate::metrics::Metrics;
 
 pub struct FileStore {
     dir: PathBuf,
     metrics: Option<Arc<Metrics>>,
+    sealer: Option<Arc<Sealer>>,
 }
 
 struct FileLock {
@@ -42,7 +46,41 @@ impl FileStore {
         Ok(Self {
             dir: dir.to_owned(),
             metrics,
+            sealer: None,
         })
+    }
+
+    /// Encrypts token fields with `sealer` (`store.key`) from now on.
+    pub fn with_sealer(mut self, sealer: Option<Arc<Sealer>>) -> Self {
+        self.sealer = sealer;
+        self
+    }
+
+    /// At start: fails if a record of `names` does not open under the key, and re-writes
+    /// plaintext records sealed (under the lock). Returns how many were re-written.
+    pub async fn check_records(&self, names: &[String]) -> Result<usize, StoreError> {
+        let mut migrated = 0;
+        for name in names {
+            let path = self.record_path(name);
+            let Some(json) = read_json(&path)? else {
+                continue;
+            };
+            let sealer = self.sealer.as_deref();
+            Record::from_sealed_json(json.clone(), name, sealer)
+                .map_err(|e| e.into_store_error(name, &path.display().to_string()))?;
+            if sealer.is_none() || !json.has_plaintext_token() {
+                continue;
+            }
+            // Another process may be refreshing: its save seals the record anyway.
+            let Ok(_lock) = self.lock(name, Duration::from_secs(5)).await else {
+                continue;
+            };
+            if let Some(record) = self.load(name).await? {
+                self.save(&record).await?;
+                migrated += 1;
+            }
+        }
+        Ok(migrated)
     }
 
     pub fn record_path(&self, connection: &str) -> PathBuf {
@@ -68,7 +106,20 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-fn read_record(path: &Path) -> Result<Option<Record>, StoreError> {
+fn read_record(
+    path: &Path,
+    connection: &str,
+    sealer: Option<&Sealer>,
+) -> Result<Option<Record>, StoreError> {
+    let Some(json) = read_json(path)? else {
+        return Ok(None);
+    };
+    Record::from_sealed_json(json, connection, sealer)
+        .map(Some)
+        .map_err(|e| e.into_store_error(connection, &path.display().to_string()))
+}
+
+fn read_json(path: &Path) -> Result<Option<RecordJson>, StoreError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -79,19 +130,37 @@ fn read_record(path: &Path) -> Result<Option<Record>, StoreError> {
         reason,
     };
     // Only the position: serde_json's own message can quote a value, which may be a token.
-    let json: RecordJson = serde_json::from_str(&text).map_err(|e| {
+    serde_json::from_str(&text).map(Some).map_err(|e| {
         corrupt(format!(
             "{:?} error at line {} column {}",
             e.classify(),
             e.line(),
             e.column()
         ))
-    })?;
-    Record::from_json(json).map(Some).map_err(corrupt)
+    })
 }
 
-fn write_record(dir: &Path, temp: &Path, path: &Path, record: &Record) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec_pretty(&record.to_json()).map_err(|e| StoreError::Corrupt {
+fn write_record(
+    dir: &Path,
+    temp: &Path,
+    path: &Path,
+    record: &Record,
+    sealer: Option<&Sealer>,
+) -> Result<(), StoreError> {
+    // Never replace a record whose tokens this key cannot read: that would lose a grant.
+    // (A record that is not valid JSON at all may be replaced, as before.)
+    if let Ok(Some(existing)) = read_json(path)
+        && let Err(super::OpenOrInvalid::Open(error)) =
+            Record::from_sealed_json(existing, &record.connection, sealer)
+    {
+        return Err(StoreError::unsealing(
+            error,
+            &record.connection,
+            &path.display().to_string(),
+        ));
+    }
+    let json = record.to_sealed_json(sealer);
+    let bytes = serde_json::to_vec_pretty(&json).map_err(|e| StoreError::Corrupt {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
@@ -121,9 +190,12 @@ impl TokenStore for FileStore {
     ) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
         Box::pin(async move {
             let path = self.record_path(connection);
-            let result = tokio::task::spawn_blocking(move || read_record(&path))
-                .await
-                .unwrap_or_else(|e| Err(join_error(e)));
+            let sealer = self.sealer.clone();
+            let name = connection.to_owned();
+            let result =
+                tokio::task::spawn_blocking(move || read_record(&path, &name, sealer.as_deref()))
+                    .await
+                    .unwrap_or_else(|e| Err(join_error(e)));
             self.count("load", result.is_ok());
             result
         })
@@ -135,10 +207,12 @@ impl TokenStore for FileStore {
             let temp = self.temp_path(&record.connection);
             let path = self.record_path(&record.connection);
             let record = record.clone();
-            let result =
-                tokio::task::spawn_blocking(move || write_record(&dir, &temp, &path, &record))
-                    .await
-                    .unwrap_or_else(|e| Err(join_error(e)));
+            let sealer = self.sealer.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                write_record(&dir, &temp, &path, &record, sealer.as_deref())
+            })
+            .await
+            .unwrap_or_else(|e| Err(join_error(e)));
             self.count("save", result.is_ok());
             result
         })
