@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{Admin, AdminConnection, Guard, Probe};
-use crate::config::{Config, ConnectionConfig, GrantKind, Provider};
+use crate::config::{Config, ConnectionConfig, GrantKind, Provider, Revocation};
 use crate::connect::{ConnectFlows, ConnectSettings};
+use crate::discovery;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::serve::serve;
@@ -78,7 +79,15 @@ impl App {
                 store: store.clone(),
                 shutdown: shutdown_rx.clone(),
             };
-            let (proxy, refresher) = build_connection(c, shared)?;
+            let client =
+                upstream::client(c.ca_file.as_deref(), c.connect_timeout).map_err(|source| {
+                    AppError::Upstream {
+                        name: c.name.clone(),
+                        source,
+                    }
+                })?;
+            let (c, problem) = &resolve_endpoints(c, &client).await;
+            let (proxy, refresher) = build_connection(c, client, problem.clone(), shared)?;
             let listener = bind(c.listen, &format!("connection {}", c.name)).await?;
             let addr = listener.local_addr().map_err(|source| AppError::Bind {
                 addr: c.listen,
@@ -243,9 +252,48 @@ struct Shared<'a> {
     shutdown: watch::Receiver<bool>,
 }
 
-/// The proxy and refresher of one connection, sharing its token cell.
+/// Fills endpoints from the issuer's discovery document (explicit keys win). Also says why
+/// the connection cannot get tokens, if it cannot: unreadable credentials, failed discovery.
+async fn resolve_endpoints(
+    c: &ConnectionConfig,
+    client: &upstream::HttpClient,
+) -> (ConnectionConfig, Option<String>) {
+    let mut c = c.clone();
+    let mut problem = c.credentials.as_ref().err().cloned();
+    if let Some(issuer) = c.issuer.clone() {
+        match discovery::discover(client, &issuer, c.connect_timeout + c.timeout).await {
+            Ok(metadata) => {
+                let parse = |u: Option<String>| u.and_then(|u| url::Url::parse(&u).ok());
+                c.token_url = c.token_url.take().or(parse(metadata.token_endpoint));
+                c.authorize_url = c
+                    .authorize_url
+                    .take()
+                    .or(parse(metadata.authorization_endpoint));
+                if c.revocation == Revocation::None
+                    && let Some(url) = parse(metadata.revocation_endpoint)
+                {
+                    c.revocation = Revocation::Rfc7009(url);
+                }
+                tracing::info!(connection = %c.name, %issuer, "endpoints discovered");
+            }
+            Err(error) => {
+                tracing::error!(connection = %c.name, %issuer, %error, "issuer discovery failed");
+                problem.get_or_insert(format!("connection[{}].issuer: {error}", c.name));
+            }
+        }
+    }
+    if c.token_url.is_none() {
+        problem.get_or_insert_with(|| "no token endpoint is known".into());
+    }
+    (c, problem)
+}
+
+/// The proxy and refresher of one connection, sharing its token cell. `problem` says why it
+/// cannot get tokens (it then starts misconfigured).
 fn build_connection(
     c: &ConnectionConfig,
+    client: upstream::HttpClient,
+    problem: Option<String>,
     shared: Shared<'_>,
 ) -> Result<(Proxy, Refresher), AppError> {
     let Shared {
@@ -258,38 +306,34 @@ fn build_connection(
         name: c.name.clone(),
         source,
     };
-    let client =
-        upstream::client(c.ca_file.as_deref(), c.connect_timeout).map_err(upstream_error)?;
     let target = Target::new(&c.upstream).map_err(upstream_error)?;
     let connect_url = format!("{public_url}/connections/{}/connect", c.name);
-    let (initial, endpoint, grant) = match &c.credentials {
-        Err(reason) => (
-            TokenState::initial(ConnState::Misconfigured, Some(reason.clone())),
-            None,
-            Grant::None,
-        ),
-        Ok(credentials) => {
+    let (initial, endpoint, grant) = match (problem, &c.credentials, &c.token_url) {
+        (None, Ok(credentials), Some(token_url)) => {
             let endpoint = TokenEndpoint::new(
-                c.token_url.clone(),
+                token_url.clone(),
                 credentials.clone(),
                 c.client_auth,
                 &c.scopes,
                 client.clone(),
                 c.timeout,
             );
-            let (initial, grant) = match c.grant {
-                GrantKind::ClientCredentials => (
-                    TokenState::initial(ConnState::Refreshing, None),
-                    Grant::ClientCredentials,
-                ),
+            let grant = match c.grant {
+                GrantKind::ClientCredentials => Grant::ClientCredentials,
                 // Until the refresher has read the store, requests wait for it.
-                GrantKind::AuthorizationCode => (
-                    TokenState::initial(ConnState::Refreshing, None),
-                    Grant::None,
-                ),
+                GrantKind::AuthorizationCode => Grant::None,
             };
+            let initial = TokenState::initial(ConnState::Refreshing, None);
             (initial, Some(endpoint), grant)
         }
+        (problem, _, _) => (
+            TokenState::initial(
+                ConnState::Misconfigured,
+                Some(problem.unwrap_or_else(|| "no token endpoint is known".into())),
+            ),
+            None,
+            Grant::None,
+        ),
     };
     let (connection, commands) = Connection::new(
         c.name.clone(),

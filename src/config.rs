@@ -137,8 +137,11 @@ pub struct ConnectionConfig {
     pub credentials: Result<Credentials, String>,
     pub scopes: Vec<String>,
     pub redirect_uri: Url,
-    pub token_url: Url,
+    /// `None` only with `issuer`, until discovery at start fills it.
+    pub token_url: Option<Url>,
     pub authorize_url: Option<Url>,
+    /// RFC 8414 / OpenID discovery source, exactly as configured.
+    pub issuer: Option<String>,
     pub revocation: Revocation,
     pub client_auth: ClientAuth,
     pub refresh_skew: Option<Duration>,

@@ -23,13 +23,16 @@
 //! - [`admin`]: health, readiness, metrics, status JSON and page, manual refresh, the
 //!   connect flow's routes, disconnect, webhooks.
 //! - [`connect`]: connect-flow state and PKCE, HTML pages, webhook parsing.
-//! - [`store`]: the token store trait and the file store.
+//! - [`store`]: the token store trait; [`store::file`] (flock + atomic replace),
+//!   [`store::postgres`] (row lock, `NOTIFY`, migrations), [`store::seal`] (AES-256-GCM).
+//! - [`discovery`]: RFC 8414 / OpenID metadata for `issuer`.
 //! - [`metrics`]: every metric name, one owned registry.
 
 pub mod admin;
 pub mod app;
 pub mod config;
 pub mod connect;
+pub mod discovery;
 pub mod metrics;
 pub mod proxy;
 pub mod serve;

@@ -274,13 +274,18 @@ impl Connection {
     /// until that attempt finishes. Joins a refresh already in flight.
     pub async fn refresh_now(&self) -> Arc<TokenState> {
         let mut changes = self.changed.subscribe();
-        let before = self.cell.load().attempts;
+        let (attempts, generation) = {
+            let current = self.cell.load();
+            (current.attempts, current.generation)
+        };
         self.forced.store(true, Ordering::Release);
         self.wake.notify_one();
         let deadline = Instant::now() + self.wait_limit;
         loop {
             let current = self.cell.load_full();
-            if current.attempts > before && current.state != ConnState::Refreshing {
+            // Finished: an attempt was made, or a newer generation was adopted instead.
+            let done = current.attempts > attempts || current.generation > generation;
+            if done && current.state != ConnState::Refreshing {
                 return current;
             }
             if !matches!(

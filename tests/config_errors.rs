@@ -411,7 +411,7 @@ fn the_cloudbeds_preset_fills_its_endpoints() {
     let c = preset_connection("cloudbeds", "authorization_code", "");
     let c = &c.connections[0];
     assert_eq!(
-        c.token_url.as_str(),
+        c.token_url.as_ref().unwrap().as_str(),
         "https://api.cloudbeds.com/api/v1.3/access_token"
     );
     assert_eq!(
@@ -441,7 +441,7 @@ fn the_apaleo_preset_fills_its_endpoints_and_offline_access() {
     let c = preset_connection("apaleo", "authorization_code", "");
     let c = &c.connections[0];
     assert_eq!(
-        c.token_url.as_str(),
+        c.token_url.as_ref().unwrap().as_str(),
         "https://identity.apaleo.com/connect/token"
     );
     assert_eq!(
@@ -466,7 +466,7 @@ fn the_apaleo_preset_fills_its_endpoints_and_offline_access() {
         "no refresh token without a user: no offline_access"
     );
     assert_eq!(
-        c.connections[0].token_url.as_str(),
+        c.connections[0].token_url.as_ref().unwrap().as_str(),
         "https://identity.apaleo.com/connect/token"
     );
 
@@ -496,7 +496,10 @@ fn keys_in_the_file_win_over_the_preset() {
         "token_url = \"https://proxy.example.com/token\"\nclient_auth = \"client_secret_basic\"\nrevoke_url = \"https://proxy.example.com/revoke\"",
     );
     let c = &c.connections[0];
-    assert_eq!(c.token_url.as_str(), "https://proxy.example.com/token");
+    assert_eq!(
+        c.token_url.as_ref().unwrap().as_str(),
+        "https://proxy.example.com/token"
+    );
     assert_eq!(c.client_auth, ClientAuth::ClientSecretBasic);
     assert_eq!(
         c.revocation,

@@ -224,12 +224,9 @@ fn connection(
     {
         problems.add(k("upstream"), "must not have a query or fragment");
     }
-    if raw.issuer.is_some() {
-        problems.add(
-            k("issuer"),
-            "discovery from an issuer is not supported yet; set token_url and authorize_url",
-        );
-    }
+    let issuer = raw
+        .issuer
+        .map(|text| problems.check(k("issuer"), http_url(&text).map(|_| text)));
     let client_auth = match raw.client_auth.as_deref() {
         None => None,
         Some("client_secret_post") => Some(ClientAuth::ClientSecretPost),
@@ -288,19 +285,25 @@ fn connection(
 
     let (provider, grant) = (provider?, grant?);
     let preset = preset(provider);
-    let token_url = match token_url.or_else(|| preset.token_url.and_then(|u| Url::parse(u).ok())) {
-        Some(url) => url,
-        None => {
-            problems.add(k("token_url"), "required for provider = \"oauth2\"");
-            return None;
-        }
+    let issuer = issuer.flatten();
+    // With an issuer, discovery at start fills what the file leaves out; presets do not.
+    let from_preset = |value: Option<&'static str>| {
+        value
+            .filter(|_| issuer.is_none())
+            .and_then(|u| Url::parse(u).ok())
     };
-    let authorize_url =
-        authorize_url.or_else(|| preset.authorize_url.and_then(|u| Url::parse(u).ok()));
-    if grant == GrantKind::AuthorizationCode && authorize_url.is_none() {
+    let token_url = token_url.or_else(|| from_preset(preset.token_url));
+    if token_url.is_none() && issuer.is_none() {
+        problems.add(
+            k("token_url"),
+            "required for provider = \"oauth2\" (or set issuer for discovery)",
+        );
+    }
+    let authorize_url = authorize_url.or_else(|| from_preset(preset.authorize_url));
+    if grant == GrantKind::AuthorizationCode && authorize_url.is_none() && issuer.is_none() {
         problems.add(
             k("authorize_url"),
-            "required for provider = \"oauth2\" with grant = \"authorization_code\"",
+            "required for provider = \"oauth2\" with grant = \"authorization_code\" (or set issuer)",
         );
     }
     let upstream = upstream?;
@@ -310,7 +313,7 @@ fn connection(
             Ok(url) => Revocation::CloudbedsAppState(url),
             Err(_) => Revocation::None,
         },
-        (None, _) => match preset.revoke_url.and_then(|u| Url::parse(u).ok()) {
+        (None, _) => match from_preset(preset.revoke_url) {
             Some(url) => Revocation::Rfc7009(url),
             None => Revocation::None,
         },
@@ -348,6 +351,7 @@ fn connection(
         redirect_uri,
         token_url,
         authorize_url,
+        issuer,
         revocation,
         client_auth: client_auth.unwrap_or(preset.client_auth),
         refresh_skew: refresh_skew.flatten(),

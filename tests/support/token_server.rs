@@ -31,6 +31,7 @@ use super::BoxError;
 
 mod authorize;
 mod config;
+mod discovery;
 mod endpoint;
 mod headless;
 mod pages;
@@ -76,6 +77,8 @@ struct State {
     tickets: HashMap<String, authorize::Ticket>,
     authorize_log: Vec<AuthorizeLog>,
     code_exchanges: usize,
+    /// Overrides the issuer in the discovery documents.
+    discovery_issuer: Option<String>,
 }
 
 struct RefreshToken {

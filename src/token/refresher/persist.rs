@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::{DEAD_STATES, Grant, Refresher};
 use crate::metrics::Trigger;
-use crate::store::{Record, StoreLock};
+use crate::store::{Record, StoreError, StoreLock};
 use crate::token::bearer_header;
 use crate::token::schedule::refresh_in;
 use crate::token::state::ConnState;
@@ -130,6 +130,13 @@ impl Refresher {
         loop {
             let error = match store.save(record).await {
                 Ok(()) => return true,
+                Err(error @ StoreError::Superseded { .. }) => {
+                    // Another replica stored a newer grant while this one had lost its lock:
+                    // retrying would overwrite it. Take the stored one instead.
+                    tracing::warn!(connection = %self.connection.name, %error, "new tokens superseded; adopting the stored record");
+                    self.adopt_stored().await;
+                    return false;
+                }
                 Err(error) => error,
             };
             tracing::error!(
@@ -152,6 +159,25 @@ impl Refresher {
                 }
             }
             delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// After a superseded save: swap in whatever the store holds now, without redeeming here
+    /// (a retry is scheduled if it carries no usable access token).
+    async fn adopt_stored(&mut self) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let needs_refresh = match store.load(&self.connection.name).await {
+            Ok(Some(record)) => self.adopt(record),
+            _ => true,
+        };
+        if needs_refresh {
+            let retry_at = Instant::now() + Duration::from_secs(1);
+            self.publish_with(|s| {
+                s.state = ConnState::Degraded;
+                s.retry_at = Some(retry_at);
+            });
         }
     }
 

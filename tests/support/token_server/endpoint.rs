@@ -19,6 +19,18 @@ pub(super) async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<
         (&Method::GET, "/authorize") => Ok(authorize::get_authorize(&inner, &req)),
         (&Method::POST, "/authorize/login") => authorize::post_login(inner, req).await,
         (&Method::POST, "/authorize/consent") => authorize::post_consent(inner, req).await,
+        (
+            &Method::GET,
+            "/.well-known/oauth-authorization-server" | "/.well-known/openid-configuration",
+        ) => {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            Ok(discovery::document(&inner, &host))
+        }
         (_, "/authorize" | "/authorize/login" | "/authorize/consent") => Ok(text_resp(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
