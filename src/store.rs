@@ -106,8 +106,6 @@ pub trait TokenStore: Send + Sync {
         connection: &'a str,
         wait: Duration,
     ) -> BoxFuture<'a, Result<Box<dyn StoreLock>, StoreError>>;
-    /// Removes the record of `connection` (disconnect). Removing a missing record is `Ok`.
-    fn delete<'a>(&'a self, connection: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     /// How often the refresher should look for records written by other processes.
     fn poll_interval(&self) -> Duration;
     /// Names of connections whose record another process changed, as soon as the store

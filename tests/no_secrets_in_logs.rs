@@ -202,6 +202,34 @@ dir = "{store}"
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     }
 
+    // A connect flow (authorization code, PKCE verifier) and a disconnect (revocation).
+    tokens.add_user("hotelier", "user-password-Qw3");
+    let start = get(&format!("{admin}/connections/hotel/connect"), None)
+        .await
+        .unwrap();
+    assert_eq!(start.status, StatusCode::FOUND, "{}", start.text());
+    let back = tokens
+        .authorize_headless("hotelier", &start.header("location").unwrap())
+        .await;
+    let callback = &back[back.find("/oauth/callback").unwrap()..];
+    let done = get(&format!("{admin}{callback}"), None).await.unwrap();
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    let disconnected = send(
+        Request::builder()
+            .method(Method::POST)
+            .uri(format!("{admin}/connections/hotel/disconnect"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        disconnected.status,
+        StatusCode::OK,
+        "{}",
+        disconnected.text()
+    );
+
     let out = daemon.terminate(Duration::from_secs(15)).await;
     assert_eq!(out.status.code(), Some(0), "clean exit:\n{}", out.stderr);
 
@@ -217,6 +245,14 @@ dir = "{store}"
     secrets.push(basic.trim_start_matches("Basic ").to_owned());
     secrets.push(base64::engine::general_purpose::STANDARD.encode(tokens.client_secret()));
     secrets.extend([APP_SECRET, COOKIE_SECRET, BODY_SECRET].map(str::to_owned));
+    secrets.push("user-password-Qw3".to_owned());
+    // The code travelled in the callback's query: it must not be logged either.
+    let code = callback
+        .split(['?', '&'])
+        .find_map(|pair| pair.strip_prefix("code="))
+        .unwrap()
+        .to_owned();
+    assert!(secrets.contains(&code), "the token server lists its codes");
     (out, secrets)
 }
 

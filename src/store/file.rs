@@ -231,24 +231,6 @@ impl TokenStore for FileStore {
         })
     }
 
-    fn delete<'a>(&'a self, connection: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let path = self.record_path(connection);
-            let dir = self.dir.clone();
-            let result = tokio::task::spawn_blocking(move || match fs::remove_file(&path) {
-                Ok(()) => File::open(&dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_error(&dir)),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(io_error(&path)(e)),
-            })
-            .await
-            .unwrap_or_else(|e| Err(join_error(e)));
-            self.count("save", result.is_ok());
-            result
-        })
-    }
-
     fn poll_interval(&self) -> Duration {
         Duration::from_secs(2)
     }

@@ -239,29 +239,6 @@ impl PgStore {
         }))
     }
 
-    async fn delete_row(&self, name: &str) -> Result<(), StoreError> {
-        self.ensure_schema().await?;
-        let client = self.client(OP_WAIT).await?;
-        // Waits for a refresh in flight (its row lock) to finish first.
-        let result = async {
-            let begin = "BEGIN; SET LOCAL lock_timeout = '60s'";
-            client.batch_execute(begin).await?;
-            client
-                .execute("DELETE FROM bearerd_tokens WHERE name = $1", &[&name])
-                .await?;
-            client
-                .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &name])
-                .await?;
-            client.batch_execute("COMMIT").await
-        }
-        .await
-        .map_err(db_error("delete"));
-        if result.is_err() {
-            lock::end_transaction(client);
-        }
-        result
-    }
-
     fn count<T>(&self, op: &str, result: &Result<T, StoreError>) {
         if let Some(metrics) = &self.metrics {
             metrics.store_operation(op, result.is_ok());
@@ -320,14 +297,6 @@ impl TokenStore for PgStore {
             };
             self.count("lock", &result);
             result.map(|lock| Box::new(lock) as Box<dyn StoreLock>)
-        })
-    }
-
-    fn delete<'a>(&'a self, connection: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let result = self.delete_row(connection).await;
-            self.count("save", &result);
-            result
         })
     }
 
