@@ -240,6 +240,47 @@ async fn run_serves_status_and_exits_0_on_sigterm() {
     assert_eq!(after.status.code(), Some(1), "the admin listener is gone");
 }
 
+#[test]
+fn disconnect_against_nothing_exits_1() {
+    let out = bearerd(&["disconnect", "crm", "--admin", "http://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot disconnect crm"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnect_on_a_running_daemon() {
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    let upstream = Upstream::start(tokens.clone()).await;
+    let dir = TempDir::new("cli-disconnect");
+    let (daemon, admin, proxy) = run_daemon(&tokens, &upstream, &dir).await;
+    let out = tokio::process::Command::new(BIN)
+        .args(["disconnect", "crm", "--admin", &admin])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // client_credentials has nothing to revoke: the provider is not told, and it says so.
+    assert!(stdout.contains("crm: disconnected"), "{stdout}");
+    assert!(stdout.contains("not told"), "{stdout}");
+    let status = bearerd(&["status", "--admin", &admin]);
+    assert!(
+        text(&status.stdout)
+            .lines()
+            .any(|l| l.starts_with("crm ") && l.contains("disconnected")),
+        "{}",
+        text(&status.stdout)
+    );
+    let response = support::get(&format!("{proxy}/v1/x"), None).await.unwrap();
+    assert_eq!(response.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    let out = daemon.terminate(Duration::from_secs(10)).await;
+    assert_eq!(out.status.code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn run_exits_0_on_sigint() {
     let tokens = TokenServer::start(TokenServerConfig::default()).await;
