@@ -323,3 +323,29 @@ async fn a_token_without_expires_in_lives_until_a_401() {
     assert_eq!(get_through(&bearerd, "/b").await.status, StatusCode::OK);
     assert_eq!(tokens.token_requests(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_endpoint_slower_than_timeout_is_transient() {
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    tokens.script(Failure::Delay(Duration::from_secs(3)));
+    let upstream = Upstream::start(tokens.clone()).await;
+    let bearerd = Bearerd::start(&cc_config("api", &tokens, &upstream, "timeout = \"1s\"")).await;
+    let conn = bearerd.app.connection("api").unwrap();
+    until(
+        Duration::from_secs(5),
+        "the first attempt to time out",
+        || conn.snapshot().attempts == 1,
+    )
+    .await;
+    let snapshot = conn.snapshot();
+    assert_eq!(snapshot.state, bearerd::token::ConnState::Degraded);
+    let error = snapshot.last_error.clone().unwrap();
+    assert!(error.contains("timed out"), "{error}");
+    // The retry after backoff gets a token.
+    until(Duration::from_secs(5), "a token", || {
+        conn.snapshot().generation == 1
+    })
+    .await;
+    assert_eq!(get_through(&bearerd, "/x").await.status, StatusCode::OK);
+    assert_eq!(tokens.token_requests(), 2);
+}
