@@ -17,7 +17,7 @@ use crate::connect::{ConnectFlows, ConnectSettings};
 use crate::discovery;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::serve::serve;
+use crate::serve::{Workers, serve};
 use crate::store::{self, Reach, StoreError, TokenStore};
 use crate::token::oauth::TokenEndpoint;
 use crate::token::refresher::{Grant, Refresher};
@@ -57,8 +57,15 @@ pub struct App {
 }
 
 impl App {
-    /// Binds every listener and starts every task.
+    /// Binds every listener and starts every task, all on the calling runtime.
     pub async fn start(config: Config) -> Result<App, AppError> {
+        Self::start_on(config, None).await
+    }
+
+    /// As [`App::start`], with each proxy listener served by every one of `workers` (each
+    /// accepting from it, each with an upstream client of its own); the admin listener and
+    /// the refreshers stay on the calling runtime. Drop `workers` after [`App::shutdown`].
+    pub async fn start_on(config: Config, workers: Option<&Workers>) -> Result<App, AppError> {
         let metrics = Arc::new(Metrics::new()?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut app = App {
@@ -79,33 +86,55 @@ impl App {
                 store: store.clone(),
                 shutdown: shutdown_rx.clone(),
             };
-            let client =
-                upstream::client(c.ca_file.as_deref(), c.connect_timeout).map_err(|source| {
-                    AppError::Upstream {
-                        name: c.name.clone(),
-                        source,
-                    }
-                })?;
+            let clients = upstream::Clients::new(c.ca_file.as_deref(), c.connect_timeout).map_err(
+                |source| AppError::Upstream {
+                    name: c.name.clone(),
+                    source,
+                },
+            )?;
+            let client = clients.client();
             let (c, problem) = &resolve_endpoints(c, &client).await;
             let (proxy, refresher) = build_connection(c, client, problem.clone(), shared)?;
-            let listener = bind(c.listen, &format!("connection {}", c.name)).await?;
-            let addr = listener.local_addr().map_err(|source| AppError::Bind {
+            let what = format!("connection {}", c.name);
+            let bind_error = |source| AppError::Bind {
                 addr: c.listen,
-                what: c.name.clone(),
+                what: what.clone(),
                 source,
-            })?;
+            };
+            let listeners = match workers {
+                None => vec![(bind(c.listen, &what).await?, None)],
+                Some(workers) => workers
+                    .bind(c.listen)
+                    .map_err(bind_error)?
+                    .into_iter()
+                    .zip(workers.handles().iter().map(Some))
+                    .collect(),
+            };
+            let addr = listeners[0].0.local_addr().map_err(bind_error)?;
             tracing::info!(connection = %c.name, %addr, upstream = %c.upstream, "proxy listening");
             admin_connections.push(admin_connection(c, &proxy));
             app.connections.push(Arc::clone(&proxy.connection));
             app.proxies.push((c.name.clone(), addr));
             app.refreshers.push(tokio::spawn(refresher.run()));
-            let proxy = Arc::new(proxy);
-            let handler = move |request| {
-                let proxy = Arc::clone(&proxy);
-                async move { proxy.handle(request).await }
-            };
-            app.servers
-                .push(tokio::spawn(serve(listener, handler, shutdown_rx.clone())));
+            for (listener, worker) in listeners {
+                let proxy = Arc::new(match worker {
+                    None => proxy.clone(),
+                    // A pool of its own: pooled connections stay on this worker.
+                    Some(_) => Proxy {
+                        client: clients.client(),
+                        ..proxy.clone()
+                    },
+                });
+                let handler = move |request| {
+                    let proxy = Arc::clone(&proxy);
+                    async move { proxy.handle(request).await }
+                };
+                let server = serve(listener, handler, shutdown_rx.clone());
+                app.servers.push(match worker {
+                    None => tokio::spawn(server),
+                    Some(worker) => worker.spawn(server),
+                });
+            }
         }
 
         let admin_listener = bind(config.admin.listen, "admin").await?;

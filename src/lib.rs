@@ -16,6 +16,8 @@
 //!
 //! - [`config`]: TOML schema -> validated [`config::Config`]; provider presets; secrets.
 //! - [`app`]: wiring, listeners, graceful shutdown.
+//! - [`serve`]: the accept loop; [`serve::workers`]: one current-thread runtime per proxy
+//!   worker thread, each with its own upstream pool.
 //! - [`proxy`]: the per-connection service and the error -> status map.
 //! - [`upstream`]: rustls client, base URL joining.
 //! - [`token`]: the token cell; [`token::refresher`] (single writer, schedule, backoff),

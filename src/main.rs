@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use bearerd::app::App;
 use bearerd::config::Config;
+use bearerd::serve::Workers;
 
 #[derive(Parser)]
 #[command(
@@ -128,20 +129,30 @@ fn run(path: &std::path::Path, format: LogFormat) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(format);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(threads) = config.runtime.worker_threads {
-        runtime.worker_threads(threads);
-    }
-    let runtime = match runtime.build() {
+    // Admin, refreshers and signals: light work, one thread. The proxies run on workers, one
+    // current-thread runtime per core (see `bearerd::serve::workers`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("bearerd: cannot start the runtime: {error}");
             return ExitCode::from(1);
         }
     };
+    let threads = config.runtime.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let workers = match Workers::start(threads) {
+        Ok(workers) => workers,
+        Err(error) => {
+            eprintln!("bearerd: cannot start {threads} worker threads: {error}");
+            return ExitCode::from(1);
+        }
+    };
     runtime.block_on(async {
-        let app = match App::start(config).await {
+        let app = match App::start_on(config, Some(&workers)).await {
             Ok(app) => app,
             Err(error) => {
                 tracing::error!(%error, "cannot start");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
@@ -25,12 +25,13 @@ use crate::token::{Connection, Token};
 use crate::upstream::{HttpClient, Target, UpstreamBody};
 use problem::{ProblemContext, ProxyError};
 
-pub use headers::strip_hop_by_hop;
+pub use headers::{prepare, strip_hop_by_hop};
 
 /// A proxied response streams the upstream body; bearerd's own answers are small and whole.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
-/// Per-connection proxy settings and handles.
+/// Per-connection proxy settings and handles. Cloned per worker, each with its own client.
+#[derive(Clone)]
 pub struct Proxy {
     pub connection: Arc<Connection>,
     pub client: HttpClient,
@@ -82,19 +83,20 @@ impl Proxy {
         {
             return Err(ProxyError::TooLarge(max));
         }
-        headers::strip_request(&mut parts.headers);
         let uri = self
             .target
             .uri(parts.uri.path_and_query())
             .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
         let token = self.connection.token().await?;
-        match self.read_body(length, body).await? {
+        let body = self.read_body(length, body).await?;
+        prepare(&mut parts, uri, self.target.host(), &token);
+        match body {
             OutBody::Streamed(body) => {
                 let limit = self
                     .max_body
                     .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
                 let body = Either::Right(Limited::new(body, limit));
-                let request = upstream_request(parts.method, uri, parts.headers, body, &token);
+                let request = Request::from_parts(parts, body);
                 let (rejected, response) = self.inspect(self.send(request).await?).await?;
                 if rejected {
                     // The body is gone: the answer goes to the app, and a refresh starts if
@@ -107,14 +109,13 @@ impl Proxy {
                 Ok(response)
             }
             OutBody::Buffered(bytes) => {
-                let full = Either::Left(Full::new(bytes.clone()));
-                let request = upstream_request(
+                // Kept for a replay after a 401: the send consumes the request.
+                let (method, uri, headers) = (
                     parts.method.clone(),
-                    uri.clone(),
+                    parts.uri.clone(),
                     parts.headers.clone(),
-                    full,
-                    &token,
                 );
+                let request = Request::from_parts(parts, Either::Left(Full::new(bytes.clone())));
                 let (rejected, response) = self.inspect(self.send(request).await?).await?;
                 if !rejected {
                     return Ok(response);
@@ -123,8 +124,13 @@ impl Proxy {
                 // Joins (or starts) the refresh when `token` is current; returns the newer
                 // token at once when it was already superseded.
                 let newer = self.connection.newer_than(token.generation, true).await?;
-                let full = Either::Left(Full::new(bytes));
-                let request = upstream_request(parts.method, uri, parts.headers, full, &newer);
+                let mut request = Request::new(Either::Left(Full::new(bytes)));
+                *request.method_mut() = method;
+                *request.uri_mut() = uri;
+                *request.headers_mut() = headers;
+                request
+                    .headers_mut()
+                    .insert(AUTHORIZATION, newer.header.clone());
                 let (rejected, response) = self.inspect(self.send(request).await?).await?;
                 let metrics = &self.connection.metrics;
                 if rejected {
@@ -184,6 +190,10 @@ impl Proxy {
         if !small {
             return Ok(OutBody::Streamed(body));
         }
+        if body.is_end_stream() {
+            // Most API calls (GET) have no body: nothing to collect.
+            return Ok(OutBody::Buffered(Bytes::new()));
+        }
         let limit = usize::try_from(self.replay_body_limit).unwrap_or(usize::MAX);
         match Limited::new(body, limit).collect().await {
             Ok(collected) => Ok(OutBody::Buffered(collected.to_bytes())),
@@ -201,24 +211,6 @@ impl Proxy {
             Err(_) => Err(ProxyError::Timeout(self.timeout)),
         }
     }
-}
-
-fn upstream_request(
-    method: Method,
-    uri: Uri,
-    headers: http::HeaderMap,
-    body: UpstreamBody,
-    token: &Token,
-) -> Request<UpstreamBody> {
-    let mut request = Request::new(body);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    request
-        .headers_mut()
-        .insert(AUTHORIZATION, token.header.clone());
-    request
 }
 
 /// Only origin-form targets: bearerd is never an open proxy.

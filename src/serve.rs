@@ -1,5 +1,8 @@
 //! The accept loop shared by the proxy and admin listeners: HTTP/1.1 and h2c on one port,
-//! `TCP_NODELAY`, and graceful shutdown that lets in-flight requests finish.
+//! `TCP_NODELAY`, and graceful shutdown that lets in-flight requests finish. [`workers`]
+//! runs proxy listeners on one current-thread runtime per core.
+
+pub mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,6 +16,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+pub use workers::Workers;
 
 /// Serves `handler` on `listener` until `shutdown` turns true, then returns the handle that
 /// waits for open connections to finish.

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Uri};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -38,51 +38,74 @@ pub fn client(
     ca_file: Option<&Path>,
     connect_timeout: Duration,
 ) -> Result<HttpClient, UpstreamError> {
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        // A malformed system certificate is skipped, as browsers do.
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let ca_error = |reason: String| UpstreamError::CaFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_error(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ca_error(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(ca_error("no certificates in file".to_owned()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
-        }
-    }
-    if roots.is_empty() {
-        tracing::warn!("no TLS root certificates found: https upstreams will fail verification");
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    Ok(Clients::new(ca_file, connect_timeout)?.client())
+}
 
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https))
+/// Makes clients for one connection: the trusted roots are read once, and each proxy worker
+/// gets a client (and so a connection pool) of its own.
+#[derive(Clone)]
+pub struct Clients {
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+}
+
+impl Clients {
+    pub fn new(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<Self, UpstreamError> {
+        let mut roots = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            // A malformed system certificate is skipped, as browsers do.
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = ca_file {
+            let ca_error = |reason: String| UpstreamError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| ca_error(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ca_error(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_error("no certificates in file".to_owned()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+            }
+        }
+        if roots.is_empty() {
+            tracing::warn!(
+                "no TLS root certificates found: https upstreams will fail verification"
+            );
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            tls,
+            connect_timeout,
+        })
+    }
+
+    /// A client with a pool of its own.
+    pub fn client(&self) -> HttpClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https)
+    }
 }
 
 /// The upstream base URL, split once so each request's URI is assembled without parsing.
@@ -92,18 +115,27 @@ pub struct Target {
     authority: Authority,
     /// Path prefix without a trailing slash ("" for a bare host).
     base_path: String,
+    /// The `Host` header the client would build for every request (a `format!` each time).
+    host: Option<HeaderValue>,
 }
 
 impl Target {
     pub fn new(url: &Url) -> Result<Self, UpstreamError> {
         let bad = || UpstreamError::BadUpstream(url.to_string());
         let uri: Uri = url.as_str().parse().map_err(|_| bad())?;
+        let host = host_header(&uri);
         let parts = uri.into_parts();
         Ok(Self {
             scheme: parts.scheme.ok_or_else(bad)?,
             authority: parts.authority.ok_or_else(bad)?,
             base_path: url.path().trim_end_matches('/').to_owned(),
+            host,
         })
+    }
+
+    /// The `Host` header for every request to this upstream.
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
     }
 
     /// The upstream URI for a request's origin-form target.
@@ -126,6 +158,20 @@ impl Target {
     }
 }
 
+/// `Host` as hyper-util's client sets it: the host, and the port unless it is the scheme's
+/// default.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+    let value = match uri.port_u16() {
+        Some(443) if secure => host.to_owned(),
+        Some(80) if !secure => host.to_owned(),
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    HeaderValue::try_from(value).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +190,18 @@ mod tests {
             "http://h:8080/api/v1/x?a=1"
         );
         assert_eq!(t.uri(None).unwrap().to_string(), "http://h:8080/api/");
+    }
+
+    #[test]
+    fn host_header_omits_default_ports() {
+        let host = |url: &str| {
+            let t = Target::new(&Url::parse(url).unwrap()).unwrap();
+            t.host().unwrap().to_str().unwrap().to_owned()
+        };
+        assert_eq!(host("https://api.example.com/v1"), "api.example.com");
+        assert_eq!(host("http://h:8080/api/"), "h:8080");
+        assert_eq!(host("https://h:8443"), "h:8443");
+        assert_eq!(host("http://[::1]:9000"), "[::1]:9000");
     }
 
     #[test]
