@@ -232,6 +232,31 @@ impl OpenOrInvalid {
     }
 }
 
+/// The start-up check both stores run on each record: it must open under the key (else the
+/// error names `store.key`; nothing is written), and a plaintext record is re-written sealed,
+/// under the lock. True if it was re-written.
+pub(crate) async fn check_and_reseal(
+    store: &dyn TokenStore,
+    sealer: Option<&Sealer>,
+    name: &str,
+    json: RecordJson,
+    location: &str,
+) -> Result<bool, StoreError> {
+    let plaintext = json.has_plaintext_token();
+    Record::from_sealed_json(json, name, sealer).map_err(|e| e.into_store_error(name, location))?;
+    if sealer.is_none() || !plaintext {
+        return Ok(false);
+    }
+    // A process refreshing right now seals the record with its own save anyway.
+    let Ok(_lock) = store.lock(name, Duration::from_secs(5)).await else {
+        return Ok(false);
+    };
+    match store.load(name).await? {
+        Some(record) => store.save(&record).await.map(|()| true),
+        None => Ok(false),
+    }
+}
+
 /// How [`open`] behaves when the database cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {

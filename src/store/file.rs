@@ -65,18 +65,9 @@ impl FileStore {
             let Some(json) = read_json(&path)? else {
                 continue;
             };
+            let location = path.display().to_string();
             let sealer = self.sealer.as_deref();
-            Record::from_sealed_json(json.clone(), name, sealer)
-                .map_err(|e| e.into_store_error(name, &path.display().to_string()))?;
-            if sealer.is_none() || !json.has_plaintext_token() {
-                continue;
-            }
-            // Another process may be refreshing: its save seals the record anyway.
-            let Ok(_lock) = self.lock(name, Duration::from_secs(5)).await else {
-                continue;
-            };
-            if let Some(record) = self.load(name).await? {
-                self.save(&record).await?;
+            if super::check_and_reseal(self, sealer, name, json, &location).await? {
                 migrated += 1;
             }
         }

@@ -173,18 +173,8 @@ impl PgStore {
             let Some(json) = self.load_json(name).await? else {
                 continue;
             };
-            let plaintext = json.has_plaintext_token();
-            Record::from_sealed_json(json, name, self.sealer.as_deref())
-                .map_err(|e| e.into_store_error(name, &row_location(name)))?;
-            if self.sealer.is_none() || !plaintext {
-                continue;
-            }
-            // A replica refreshing right now seals the record with its own save.
-            let Ok(_lock) = self.lock(name, Duration::from_secs(5)).await else {
-                continue;
-            };
-            if let Some(record) = self.load(name).await? {
-                self.save(&record).await?;
+            let sealer = self.sealer.as_deref();
+            if super::check_and_reseal(self, sealer, name, json, &row_location(name)).await? {
                 migrated += 1;
             }
         }
