@@ -11,18 +11,12 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::Full;
 use support::{
     Bearerd, Rotation, TokenServer, TokenServerConfig, Upstream, ac_config, cc_config, seed_store,
     temp_store_dir,
 };
-use tokio::time::Instant;
 
 fn seconds(default: u64) -> Duration {
     let secs = std::env::var("BEARERD_LOAD_SECS")
@@ -30,40 +24,6 @@ fn seconds(default: u64) -> Duration {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default);
     Duration::from_secs(secs)
-}
-
-/// `workers` concurrent keep-alive clients for `duration`; returns (ok, failed).
-async fn load(proxy: &str, workers: usize, duration: Duration) -> (usize, usize) {
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let client = support::http_client(false);
-    let until = Instant::now() + duration;
-    let tasks: Vec<_> = (0..workers)
-        .map(|w| {
-            let (client, ok, failed) = (client.clone(), ok.clone(), failed.clone());
-            let uri = format!("{proxy}/load/{w}");
-            tokio::spawn(async move {
-                while Instant::now() < until {
-                    let request = Request::get(&uri).body(Full::new(Bytes::new())).unwrap();
-                    match support::send_with(&client, request).await {
-                        Ok(r) if r.status == StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
-                        Ok(r) => {
-                            eprintln!("failed: {} {}", r.status, r.text());
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Err(e) => {
-                            eprintln!("failed: {e}");
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,7 +38,7 @@ async fn client_credentials_load() {
     .await;
     let upstream = Upstream::start(tokens.clone()).await;
     let bearerd = Bearerd::start(&cc_config("api", &tokens, &upstream, "")).await;
-    let (ok, failed) = load(&bearerd.proxy("api"), 32, duration).await;
+    let (ok, failed) = support::load(&[bearerd.proxy("api")], 32, duration).await;
     eprintln!(
         "client_credentials, {duration:?}, 32 workers, 2 s tokens: {} requests, {ok} ok, {failed} failed, {} token requests, {} upstream 401s",
         ok + failed,
@@ -104,7 +64,7 @@ async fn rotating_refresh_token_load() {
     seed_store(&dir, "hotel", &tokens.seed_grant()).await;
     let config = ac_config("hotel", "oauth2", &tokens, &upstream.url(), &dir, "");
     let bearerd = Bearerd::start(&config).await;
-    let (ok, failed) = load(&bearerd.proxy("hotel"), 32, duration).await;
+    let (ok, failed) = support::load(&[bearerd.proxy("hotel")], 32, duration).await;
     eprintln!(
         "refresh_token strict rotation, {duration:?}, 32 workers, 2 s tokens: {} requests, {ok} ok, {failed} failed, {} refreshes, {} reuse detections, grant revoked: {}",
         ok + failed,

@@ -7,18 +7,13 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use support::{
     Daemon, Rotation, TokenServer, TokenServerConfig, Upstream, eventually, free_port, seed_store,
     temp_store_dir,
 };
-use tokio::time::Instant;
 
 /// Writes a config for one process and returns (config path, proxy URL, admin URL).
 fn process_config(
@@ -92,47 +87,20 @@ async fn two_processes_on_one_store_never_reuse_a_refresh_token() {
     ready(&admin_a).await;
     ready(&admin_b).await;
 
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let client = support::http_client(false);
-    let until = Instant::now() + Duration::from_secs(8);
-    let workers: Vec<_> = (0..16)
-        .map(|w| {
-            let proxy = if w % 2 == 0 {
-                proxy_a.clone()
-            } else {
-                proxy_b.clone()
-            };
-            let (client, ok, failed) = (client.clone(), ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                while Instant::now() < until {
-                    let request = Request::get(format!("{proxy}/load/{w}"))
-                        .body(Full::new(Bytes::new()))
-                        .unwrap();
-                    match support::send_with(&client, request).await {
-                        Ok(r) if r.status == StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await.unwrap();
-    }
+    let (ok, failed) = support::load(&[proxy_a, proxy_b], 16, Duration::from_secs(8)).await;
     a.terminate(Duration::from_secs(5)).await;
     b.terminate(Duration::from_secs(5)).await;
     let refreshes = tokens.successful_refreshes();
     eprintln!(
         "two processes, 8 s, 2 s tokens: {} ok, {} failed, {refreshes} refreshes, {} reuse detections",
-        ok.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
+        ok,
+        failed,
         tokens.reuse_detections()
     );
     assert_eq!(tokens.reuse_detections(), 0);
     assert!(!tokens.grant_revoked());
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
-    assert!(ok.load(Ordering::Relaxed) > 100);
+    assert_eq!(failed, 0);
+    assert!(ok > 100);
     // One process's worth: a refresh about every second, not two.
     assert!((4..=14).contains(&refreshes), "{refreshes} refreshes");
 }

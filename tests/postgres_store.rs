@@ -13,8 +13,6 @@ mod pg_support;
 mod support;
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bearerd::store::{Record, TokenStore};
@@ -56,34 +54,12 @@ async fn three_replicas_under_load_never_reuse_a_refresh_token() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
     let refreshes_before = tokens.successful_refreshes();
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let client = support::http_client(false);
-    let until = Instant::now() + Duration::from_secs(secs);
-    let workers: Vec<_> = (0..24)
-        .map(|w| {
-            let proxy = replicas[w % 3].proxy.clone();
-            let (client, ok, failed) = (client.clone(), ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                while Instant::now() < until {
-                    let request = Request::get(format!("{proxy}/load/{w}"))
-                        .body(Full::new(Bytes::new()))
-                        .unwrap();
-                    match support::send_with(&client, request).await {
-                        Ok(r) if r.status == StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await.unwrap();
-    }
+    let proxies: Vec<String> = replicas.iter().map(|r| r.proxy.clone()).collect();
+    let (ok, failed) = support::load(&proxies, 24, Duration::from_secs(secs)).await;
     for daemon in daemons {
         daemon.terminate(Duration::from_secs(5)).await;
     }
     let refreshes = tokens.successful_refreshes() - refreshes_before;
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     eprintln!(
         "three replicas on postgres, {secs} s of load, 2 s tokens (strict rotation): \
          {ok} requests ok, {failed} failed, {refreshes} refreshes, {} reuse detections",

@@ -428,3 +428,40 @@ pub async fn start_daemon(
     }
     panic!("could not start bearerd on free ports in 5 attempts");
 }
+
+/// `workers` keep-alive clients sending `GET /load/W` for `duration`, worker W through
+/// `proxies[W % len]`. Returns (answered 200, anything else); each failure is printed.
+pub async fn load(proxies: &[String], workers: usize, duration: Duration) -> (usize, usize) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let client = http_client(false);
+    let until = tokio::time::Instant::now() + duration;
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let (client, ok, failed) = (client.clone(), ok.clone(), failed.clone());
+            let uri = format!("{}/load/{w}", proxies[w % proxies.len()]);
+            tokio::spawn(async move {
+                while tokio::time::Instant::now() < until {
+                    let request = Request::get(&uri).body(Full::new(Bytes::new())).unwrap();
+                    match send_with(&client, request).await {
+                        Ok(r) if r.status == StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(r) => {
+                            eprintln!("load: {} {}", r.status, r.text());
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => {
+                            eprintln!("load: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+}
