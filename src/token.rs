@@ -229,9 +229,16 @@ impl Connection {
                 let current = self.cell.load();
                 let now = Instant::now();
                 if current.generation > failed {
-                    return current.usable(now).ok_or(TokenError::Unavailable {
-                        retry_after: Duration::from_secs(1),
-                    });
+                    if let Some(token) = current.usable(now) {
+                        return Ok(token);
+                    }
+                    // A stored record without an access token was adopted; the refresh that
+                    // redeems it is under way, so keep waiting for that.
+                    if current.state != ConnState::Refreshing {
+                        return Err(TokenError::Unavailable {
+                            retry_after: Duration::from_secs(1),
+                        });
+                    }
                 }
                 if let Some(refusal) = current.refusal(now) {
                     return Err(refusal);

@@ -412,3 +412,43 @@ async fn cloudbeds_http_200_auth_failure_counts_as_a_401() {
     assert_eq!(get(&bearerd, "/plain").await.status, StatusCode::OK);
     assert_eq!(tokens.refresh_requests(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_at_start_wait_for_the_first_refresh_of_an_imported_grant() {
+    let r = rig(Rotation::Strict, Duration::from_secs(3600), "").await;
+    // The first redemption is slow, so requests that arrive before and after the stored
+    // record (without an access token) is adopted all wait for it.
+    r.tokens.script(Failure::Delay(Duration::from_millis(500)));
+    let bearerd = Bearerd::start(&r.config).await;
+    // Asked at once, before the refresher has read the store.
+    let conn = bearerd.app.connection("hotel").unwrap();
+    let direct: Vec<_> = (0..20)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.token().await })
+        })
+        .collect();
+    let client = support::http_client(false);
+    let proxy = bearerd.proxy("hotel");
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let client = client.clone();
+            let uri = format!("{proxy}/early/{i}");
+            tokio::spawn(async move {
+                let request = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+                support::send_with(&client, request).await.unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        let response = task.await.unwrap();
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    }
+    for task in direct {
+        assert!(
+            task.await.unwrap().is_ok(),
+            "a caller gave up before the first refresh"
+        );
+    }
+    assert_eq!(r.tokens.refresh_requests(), 1);
+}
