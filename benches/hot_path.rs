@@ -1,6 +1,8 @@
 //! The per-request hot path in ns: the token cell read ([`Connection::token`], lock-free when
 //! the token is usable), the upstream URI ([`Target::uri`]) and the in-place head rewrite with
-//! header injection ([`bearerd::proxy::prepare`]), as [`bearerd::proxy::Proxy`] runs them.
+//! header injection ([`bearerd::proxy::prepare`]), as [`bearerd::proxy::Proxy`] runs them;
+//! and the HTTP/1.1 fast path's equivalents ([`bearerd::proxy::h1`]): request head parse and
+//! rewrite with the token, answer head parse and rewrite.
 //!
 //! `cargo bench --bench hot_path`
 
@@ -14,6 +16,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bearerd::proxy::h1::{request, response};
 use bearerd::proxy::prepare;
 use bearerd::token::{Connection, Token};
 use bearerd::upstream::Target;
@@ -37,6 +40,16 @@ fn app_request() -> Parts {
         .into_parts()
         .0
 }
+
+/// [`app_request`] as it arrives on the wire.
+const APP_HEAD: &str = "GET /v1/items/42?fields=all HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n\
+    User-Agent: legacy-app/1.0\r\nAccept: application/json\r\nAuthorization: Bearer app-placeholder\r\n\
+    Connection: keep-alive\r\nX-Request-Id: 6f1c2a9e-1d2b-4c1a-9a53-0c2d1f4b7e11\r\n\r\n";
+
+/// A small-JSON answer head as nginx sends it.
+const UPSTREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\
+    Date: Mon, 23 Nov 2026 02:33:50 GMT\r\nContent-Type: application/json\r\n\
+    Content-Length: 54\r\nConnection: keep-alive\r\n\r\n";
 
 /// `Connection::token` when the token is usable: one poll, no await point reached.
 fn token_now(connection: &Connection) -> Token {
@@ -95,6 +108,35 @@ fn hot_path(c: &mut Criterion) {
                 parts.uri.clone(),
                 parts.headers.clone(),
             ))
+        })
+    });
+    group.bench_function("fast_path_request_head", |b| {
+        let raw = APP_HEAD.as_bytes();
+        let rewrite = request::Rewrite {
+            base_path: target.base_path(),
+            host: target.host().unwrap().as_bytes(),
+        };
+        let mut head = request::UpstreamHead::default();
+        let mut out = Vec::with_capacity(1024);
+        b.iter(|| {
+            let parsed = request::parse(
+                black_box(raw),
+                request::BodyLimit(1 << 20),
+                &rewrite,
+                &mut head,
+            );
+            assert!(matches!(parsed, request::Parsed::Fast(_)));
+            out.clear();
+            head.write(&token_now(&connection).header, &mut out);
+            black_box(out.len())
+        })
+    });
+    group.bench_function("fast_path_answer_head", |b| {
+        let raw = UPSTREAM_HEAD.as_bytes();
+        let mut out = Vec::with_capacity(1024);
+        b.iter(|| {
+            out.clear();
+            black_box(response::parse(black_box(raw), false, &mut out).unwrap())
         })
     });
     group.finish();

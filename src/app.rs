@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,8 +15,8 @@ use crate::config::{Config, ConnectionConfig, GrantKind, Provider, Revocation};
 use crate::connect::{ConnectFlows, ConnectSettings};
 use crate::discovery;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
-use crate::serve::{Workers, serve};
+use crate::proxy::{Proxy, h1};
+use crate::serve::{Drain, Workers, serve, serve_proxy};
 use crate::store::{self, Reach, StoreError, TokenStore};
 use crate::token::oauth::TokenEndpoint;
 use crate::token::refresher::{Grant, Refresher};
@@ -51,7 +50,7 @@ pub struct App {
     proxies: Vec<(String, SocketAddr)>,
     connections: Vec<Arc<Connection>>,
     shutdown: watch::Sender<bool>,
-    servers: Vec<JoinHandle<GracefulShutdown>>,
+    servers: Vec<JoinHandle<Drain>>,
     refreshers: Vec<JoinHandle<()>>,
     grace: Duration,
 }
@@ -94,7 +93,10 @@ impl App {
             )?;
             let client = clients.client();
             let (c, problem) = &resolve_endpoints(c, &client).await;
-            let (proxy, refresher) = build_connection(c, client, problem.clone(), shared)?;
+            let (mut proxy, refresher) = build_connection(c, client, problem.clone(), shared)?;
+            if !config.runtime.fast_path {
+                proxy.pool = None;
+            }
             let what = format!("connection {}", c.name);
             let bind_error = |source| AppError::Bind {
                 addr: c.listen,
@@ -122,14 +124,11 @@ impl App {
                     // A pool of its own: pooled connections stay on this worker.
                     Some(_) => Proxy {
                         client: clients.client(),
+                        pool: proxy.pool.as_ref().map(h1::Pool::empty_copy),
                         ..proxy.clone()
                     },
                 });
-                let handler = move |request| {
-                    let proxy = Arc::clone(&proxy);
-                    async move { proxy.handle(request).await }
-                };
-                let server = serve(listener, handler, shutdown_rx.clone());
+                let server = serve_proxy(listener, proxy, shutdown_rx.clone());
                 app.servers.push(match worker {
                     None => tokio::spawn(server),
                     Some(worker) => worker.spawn(server),
@@ -188,7 +187,7 @@ impl App {
         let mut drains = Vec::new();
         for server in self.servers {
             if let Ok(graceful) = server.await {
-                drains.push(graceful.shutdown());
+                drains.push(graceful.wait());
             }
         }
         let drained = futures_join_all(drains);
@@ -394,6 +393,7 @@ fn build_connection(
         timeout: c.timeout,
         connect_url,
         provider_signals: c.provider == Provider::Cloudbeds,
+        pool: h1::Pool::for_upstream(&c.upstream, c.connect_timeout),
     };
     Ok((proxy, refresher))
 }

@@ -63,10 +63,22 @@ impl StoreKind {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Tokio worker threads; `None` means one per core.
     pub worker_threads: Option<usize>,
+    /// Serve plain-`http` upstreams through the HTTP/1.1 fast path ([`crate::proxy::h1`]);
+    /// false sends every request through hyper.
+    pub fast_path: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            worker_threads: None,
+            fast_path: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

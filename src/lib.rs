@@ -6,11 +6,14 @@
 //!
 //! # Request flow
 //!
-//! app -> [`serve`] (HTTP/1.1 or h2c) -> [`proxy::Proxy::handle`]: refuse non-origin-form
-//! targets, strip hop-by-hop headers and the app's `Authorization`, read the token from the
-//! connection's cell ([`token::Connection::token`], lock-free), forward through the pooled
-//! client ([`upstream`]). On a 401 for the current generation, ask the refresher for a newer
-//! one, wait for it, replay a buffered body once.
+//! app -> [`serve::serve_proxy`] -> for plain-`http` upstreams, the HTTP/1.1 fast path
+//! ([`proxy::h1`]: httparse, the head rewritten byte for byte, a per-worker upstream pool);
+//! requests it does not serve (h2c, HTTP/1.0, chunked or large bodies, `Expect`, `Upgrade`)
+//! and https upstreams go to hyper and [`proxy::Proxy::handle`]. Both follow the same rules:
+//! refuse non-origin-form targets, strip hop-by-hop headers and the app's `Authorization`,
+//! read the token from the connection's cell ([`token::Connection::token`], lock-free),
+//! forward. On a 401 for the current generation, ask the refresher for a newer one, wait for
+//! it, replay a buffered body once.
 //!
 //! # Layout
 //!
@@ -18,7 +21,8 @@
 //! - [`app`]: wiring, listeners, graceful shutdown.
 //! - [`serve`]: the accept loop; [`serve::workers`]: one current-thread runtime per proxy
 //!   worker thread, each with its own upstream pool.
-//! - [`proxy`]: the per-connection service and the error -> status map.
+//! - [`proxy`]: the per-connection service and the error -> status map; [`proxy::h1`]: the
+//!   HTTP/1.1 fast path.
 //! - [`upstream`]: rustls client, base URL joining.
 //! - [`token`]: the token cell; [`token::refresher`] (single writer, schedule, backoff),
 //!   [`token::oauth`] (token endpoint and failure classification), [`token::schedule`].

@@ -5,6 +5,7 @@
 //! Request flow: `handle` -> `forward` -> (`send`, 401? -> `replay`) -> response. Every
 //! error bearerd produces itself goes through [`problem::ProxyError`].
 
+pub mod h1;
 mod headers;
 pub mod problem;
 mod signals;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
@@ -43,6 +44,9 @@ pub struct Proxy {
     pub connect_url: String,
     /// Look for provider auth-failure signals in 200 answers (cloudbeds preset).
     pub provider_signals: bool,
+    /// Idle connections for the HTTP/1.1 fast path ([`h1`]); `None` (https upstreams): every
+    /// request goes through hyper.
+    pub pool: Option<h1::Pool>,
 }
 
 /// The request body as it will go upstream.
@@ -150,6 +154,10 @@ impl Proxy {
         response: Response<Incoming>,
     ) -> Result<(bool, Response<ProxyBody>), ProxyError> {
         let (mut parts, body) = response.into_parts();
+        // RFC 9112 section 6.3: chunking overrides a length, which must not be passed on.
+        if parts.headers.contains_key(TRANSFER_ENCODING) {
+            parts.headers.remove(CONTENT_LENGTH);
+        }
         strip_hop_by_hop(&mut parts.headers);
         if parts.status == StatusCode::UNAUTHORIZED {
             return Ok((true, Response::from_parts(parts, Either::Left(body))));
@@ -227,6 +235,11 @@ fn check_target(request: &Request<Incoming>) -> Result<(), ProxyError> {
     }
     if !request.uri().path().starts_with('/') {
         return Err(ProxyError::BadRequest("request target must start with /"));
+    }
+    // RFC 9112 section 3.2 (HTTP/1.0 may omit it).
+    if request.version() == Version::HTTP_11 && request.headers().get_all(HOST).iter().count() != 1
+    {
+        return Err(ProxyError::BadRequest(h1::request::HOST_REQUIRED));
     }
     Ok(())
 }

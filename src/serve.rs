@@ -2,6 +2,8 @@
 //! `TCP_NODELAY`, and graceful shutdown that lets in-flight requests finish. [`workers`]
 //! runs proxy listeners on one current-thread runtime per core.
 
+mod proxy;
+mod rewind;
 pub mod workers;
 
 use std::convert::Infallible;
@@ -17,7 +19,24 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use proxy::serve_proxy;
 pub use workers::Workers;
+
+/// What a stopped listener leaves to wait for: its open connections.
+pub enum Drain {
+    Hyper(GracefulShutdown),
+    Tasks(tokio_util::task::TaskTracker),
+}
+
+impl Drain {
+    /// Resolves once every connection of the listener has closed.
+    pub async fn wait(self) {
+        match self {
+            Self::Hyper(graceful) => graceful.shutdown().await,
+            Self::Tasks(tracker) => tracker.wait().await,
+        }
+    }
+}
 
 /// Serves `handler` on `listener` until `shutdown` turns true, then returns the handle that
 /// waits for open connections to finish.
@@ -25,7 +44,7 @@ pub async fn serve<H, F, B>(
     listener: TcpListener,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
-) -> GracefulShutdown
+) -> Drain
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
@@ -65,7 +84,7 @@ where
             }
         });
     }
-    graceful
+    Drain::Hyper(graceful)
 }
 
 /// Resolves once `shutdown` turns true or its sender is gone.

@@ -138,6 +138,11 @@ impl Target {
         self.host.as_ref()
     }
 
+    /// The path prefix every request target is joined to ("" for a bare host).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
     /// The upstream URI for a request's origin-form target.
     pub fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
         let builder = Uri::builder()

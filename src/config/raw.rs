@@ -39,6 +39,7 @@ pub struct RawStore {
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub worker_threads: Option<usize>,
+    pub fast_path: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,7 +52,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .map(|text| problems.check("shutdown_grace", parse_duration(&text)))
         .unwrap_or(Some(Duration::from_secs(10)));
     let runtime = RuntimeConfig {
-        worker_threads: raw.runtime.and_then(|r| r.worker_threads),
+        worker_threads: raw.runtime.as_ref().and_then(|r| r.worker_threads),
+        fast_path: raw
+            .runtime
+            .as_ref()
+            .and_then(|r| r.fast_path)
+            .unwrap_or(true),
     };
     if runtime.worker_threads == Some(0) {
         problems.add("runtime.worker_threads", "must be at least 1");

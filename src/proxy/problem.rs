@@ -41,8 +41,57 @@ pub struct ProblemContext<'a> {
     pub connect_url: &'a str,
 }
 
+/// A problem answer, ready to send.
+pub struct Problem {
+    pub status: StatusCode,
+    retry_after: Option<u64>,
+    body: String,
+}
+
+impl Problem {
+    /// The whole answer as HTTP/1.1 bytes, with `Connection: close` if `close`.
+    pub fn write_http1(&self, close: bool, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\n\
+             cache-control: no-store\r\ncontent-length: {}\r\ndate: {}\r\n",
+            self.status.as_str(),
+            self.status.canonical_reason().unwrap_or(""),
+            self.body.len(),
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        );
+        if let Some(secs) = self.retry_after {
+            let _ = write!(out, "retry-after: {secs}\r\n");
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(self.body.as_bytes());
+    }
+}
+
 impl ProxyError {
     pub fn to_response(&self, context: &ProblemContext<'_>) -> Response<Full<Bytes>> {
+        let problem = self.problem(context);
+        let mut response = Response::new(Full::new(Bytes::from(problem.body)));
+        *response.status_mut() = problem.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+        if let Some(secs) = problem.retry_after {
+            headers.insert(RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        response
+    }
+
+    /// Status and body for this error (SPEC section 3).
+    pub fn problem(&self, context: &ProblemContext<'_>) -> Problem {
         let (status, title, retry_after) = match self {
             Self::NotConnected { .. } => (StatusCode::SERVICE_UNAVAILABLE, "Not connected", None),
             Self::TokenUnavailable { retry_after } => (
@@ -82,17 +131,10 @@ impl ProxyError {
             "detail": detail,
             "connection": context.connection,
         });
-        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            http::HeaderValue::from_static("application/problem+json"),
-        );
-        headers.insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-        if let Some(secs) = retry_after {
-            headers.insert(RETRY_AFTER, http::HeaderValue::from(secs));
+        Problem {
+            status,
+            retry_after,
+            body: body.to_string(),
         }
-        response
     }
 }

@@ -12,22 +12,24 @@ pub const MAX_INSPECTED: usize = 64 * 1024;
 /// A 200 `application/json` answer with a known length of at most 64 KiB. Others stream
 /// through untouched.
 pub fn worth_inspecting(parts: &Parts) -> bool {
-    let json = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
-    let small = parts
+    let length = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n <= MAX_INSPECTED);
-    parts.status == StatusCode::OK && json && small
+        .and_then(|v| v.parse::<u64>().ok());
+    let content_type = parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes());
+    worth(parts.status.as_u16(), content_type, length)
+}
+
+/// [`worth_inspecting`] on the parts of a head (the HTTP/1.1 fast path parses its own).
+pub fn worth(status: u16, content_type: Option<&[u8]>, length: Option<u64>) -> bool {
+    const JSON: &[u8] = b"application/json";
+    let json = content_type.is_some_and(|v| {
+        let v = v.trim_ascii_start();
+        v.len() >= JSON.len() && v[..JSON.len()].eq_ignore_ascii_case(JSON)
+    });
+    let small = length.is_some_and(|n| n <= MAX_INSPECTED as u64);
+    status == StatusCode::OK.as_u16() && json && small
 }
 
 /// `{"success":false}` with one of Cloudbeds' auth-failure messages.

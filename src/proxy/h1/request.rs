@@ -1,0 +1,293 @@
+//! The app's request head on the fast path: parsed in place (httparse), checked, and
+//! rewritten into the upstream's head with the same rules as [`crate::proxy::prepare`]:
+//! hop-by-hop headers, `Proxy-*`, the app's `Host` and `Authorization` are dropped; the
+//! upstream's `Host` and the current token are set.
+//!
+//! Whatever the fast path does not serve itself is [`Parsed::HandOff`]: hyper takes the
+//! connection over and answers exactly as before (h2c, HTTP/1.0, CONNECT, absolute-form or
+//! malformed targets, chunked or large bodies, `Expect`, `Upgrade`, heads it cannot parse).
+
+use http::HeaderValue;
+
+/// Header fields the fast path parses; more hands the request to hyper.
+const MAX_HEADERS: usize = 64;
+/// `Connection` may name this many headers to drop; more hands the request to hyper.
+const MAX_NAMED: usize = 8;
+
+pub const HOST_REQUIRED: &str = "an HTTP/1.1 request needs exactly one Host header";
+
+/// What the fast path needs to know about one request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Bytes of the head, CRLF CRLF included.
+    pub head_len: usize,
+    /// Bytes of the body (Content-Length, or 0).
+    pub body_len: usize,
+    /// `HEAD`: the answer has no body whatever its headers say.
+    pub head_method: bool,
+    /// Safe to send again after a pooled connection turned out closed (RFC 9110 9.2.2).
+    pub idempotent: bool,
+    /// The app sent `Connection: close`.
+    pub close: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Fast(Request),
+    /// Answered 400 without going upstream; the connection closes.
+    Reject(&'static str),
+    /// More bytes are needed.
+    Partial,
+    HandOff,
+}
+
+/// Limits a body must meet to be read whole (so a 401 can be replayed).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub u64);
+
+/// The upstream's request head, kept in two parts so the token can be set, and set again
+/// for a replay, without rebuilding the rest.
+#[derive(Debug, Default)]
+pub struct UpstreamHead {
+    /// Request line and `Host`.
+    line: Vec<u8>,
+    /// The forwarded header fields and the blank line.
+    fields: Vec<u8>,
+}
+
+impl UpstreamHead {
+    /// Appends the whole head with `authorization` to `out`.
+    pub fn write(&self, authorization: &HeaderValue, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.line);
+        out.extend_from_slice(b"Authorization: ");
+        out.extend_from_slice(authorization.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.fields);
+    }
+}
+
+/// The upstream's base path and `Host` value.
+pub struct Rewrite<'a> {
+    pub base_path: &'a str,
+    pub host: &'a [u8],
+}
+
+/// Parses the head at the start of `buf` and, for a request the fast path serves, writes
+/// the upstream head into `head`.
+pub fn parse(
+    buf: &[u8],
+    limit: BodyLimit,
+    rewrite: &Rewrite<'_>,
+    head: &mut UpstreamHead,
+) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut fields);
+    let head_len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::HandOff,
+    };
+    let (Some(method), Some(path), Some(1)) = (request.method, request.path, request.version)
+    else {
+        return Parsed::HandOff;
+    };
+    if method == "CONNECT" || !path.starts_with('/') {
+        return Parsed::HandOff;
+    }
+    let mut body_len = None;
+    let mut hosts = 0;
+    let mut close = false;
+    let mut named: [&[u8]; MAX_NAMED] = [b""; MAX_NAMED];
+    let mut named_count = 0;
+    for field in request.headers.iter() {
+        let name = field.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let Some(length) = parse_length(field.value) else {
+                return Parsed::HandOff;
+            };
+            if body_len.is_some_and(|l| l != length) {
+                return Parsed::HandOff;
+            }
+            body_len = Some(length);
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in field.value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    if named_count == MAX_NAMED {
+                        return Parsed::HandOff;
+                    }
+                    named[named_count] = token;
+                    named_count += 1;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+        {
+            return Parsed::HandOff;
+        }
+    }
+    if hosts != 1 {
+        // RFC 9112 section 3.2.
+        return Parsed::Reject(HOST_REQUIRED);
+    }
+    let body_len = body_len.unwrap_or(0);
+    if body_len > limit.0 {
+        return Parsed::HandOff;
+    }
+    let Ok(body_len) = usize::try_from(body_len) else {
+        return Parsed::HandOff;
+    };
+
+    let line = &mut head.line;
+    line.clear();
+    line.extend_from_slice(method.as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(rewrite.base_path.as_bytes());
+    line.extend_from_slice(path.as_bytes());
+    line.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    line.extend_from_slice(rewrite.host);
+    line.extend_from_slice(b"\r\n");
+    let out = &mut head.fields;
+    out.clear();
+    let named = &named[..named_count];
+    for field in request.headers.iter() {
+        let name = field.name.as_bytes();
+        if is_dropped(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(field.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Parsed::Fast(Request {
+        head_len,
+        body_len,
+        head_method: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+        close,
+    })
+}
+
+/// Request fields never forwarded: hop-by-hop, `Proxy-*`, and the two bearerd sets.
+fn is_dropped(name: &[u8]) -> bool {
+    const DROPPED: [&[u8]; 6] = [
+        b"host",
+        b"authorization",
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+    ];
+    DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name)) || is_proxy_field(name)
+}
+
+/// `Proxy-*`: never forwarded, in either direction.
+pub fn is_proxy_field(name: &[u8]) -> bool {
+    name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-")
+}
+
+/// A Content-Length value: digits only.
+pub fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = trim(value);
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Strips optional whitespace (SP, HTAB) at both ends.
+pub fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: BodyLimit = BodyLimit(1024);
+
+    fn rewrite() -> Rewrite<'static> {
+        Rewrite {
+            base_path: "/api",
+            host: b"up.example:8080",
+        }
+    }
+
+    fn upstream(raw: &str) -> (Parsed, String) {
+        let mut head = UpstreamHead::default();
+        let parsed = parse(raw.as_bytes(), LIMIT, &rewrite(), &mut head);
+        let mut out = Vec::new();
+        head.write(&HeaderValue::from_static("Bearer t1"), &mut out);
+        (parsed, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn rewrites_the_head() {
+        let raw = "POST /v1/x?a=1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nAuthorization: Bearer app\r\n\
+                   Connection: X-Custom, keep-alive\r\nX-Custom: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+                   Proxy-Authorization: Basic x\r\nAccept: a\r\nAccept: b\r\nContent-Length: 3\r\n\r\nabcGET";
+        let (parsed, out) = upstream(raw);
+        assert_eq!(
+            parsed,
+            Parsed::Fast(Request {
+                head_len: raw.len() - 6,
+                body_len: 3,
+                head_method: false,
+                idempotent: false,
+                close: false,
+            })
+        );
+        assert_eq!(
+            out,
+            "POST /api/v1/x?a=1 HTTP/1.1\r\nHost: up.example:8080\r\nAuthorization: Bearer t1\r\n\
+             Accept: a\r\nAccept: b\r\nContent-Length: 3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_close_and_head() {
+        let (parsed, _) = upstream("HEAD / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        let Parsed::Fast(request) = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert!(request.close && request.head_method && request.idempotent);
+    }
+
+    #[test]
+    fn hands_off_what_it_does_not_serve() {
+        for raw in [
+            "GET / HTTP/1.0\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n",
+        ] {
+            assert_eq!(upstream(raw).0, Parsed::HandOff, "{raw}");
+        }
+        assert_eq!(
+            upstream("GET / HTTP/1.1\r\nAccept: x\r\n").0,
+            Parsed::Partial
+        );
+    }
+}
