@@ -488,6 +488,42 @@ async fn slow_upstream_gives_504_after_the_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_timeout_counts_from_each_request_on_a_kept_alive_connection() {
+    // The fast path keeps one timer per app connection, armed by an earlier request: a
+    // later slow request must still get its own full timeout, neither less nor more.
+    let (_tokens, _upstream, bearerd) = setup("timeout = \"1s\"").await;
+    let proxy = bearerd.proxy(NAME);
+    let client = support::http_client(false);
+    let send = |path: &str| {
+        let request = Request::get(format!("{proxy}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        support::send_with(&client, request)
+    };
+    let slow_gives_504 = |elapsed: Duration, what: &str| {
+        assert!(
+            elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(8),
+            "{what}: 504 one timeout after the request, not before: {elapsed:?}"
+        );
+    };
+    let begun = tokio::time::Instant::now();
+    while begun.elapsed() < Duration::from_millis(700) {
+        assert_eq!(send("/quick").await.unwrap().status, StatusCode::OK);
+    }
+    let started = tokio::time::Instant::now();
+    let response = send("/delay/10000").await.unwrap();
+    assert_problem(&response, StatusCode::GATEWAY_TIMEOUT);
+    slow_gives_504(started.elapsed(), "after quick requests");
+    // The scenario, not a synchronisation: the connection idles past the timer it armed.
+    assert_eq!(send("/quick").await.unwrap().status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = tokio::time::Instant::now();
+    let response = send("/delay/10000").await.unwrap();
+    assert_problem(&response, StatusCode::GATEWAY_TIMEOUT);
+    slow_gives_504(started.elapsed(), "after an idle spell");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_token_endpoint_rejecting_the_client_gives_503() {
     let tokens = TokenServer::start(TokenServerConfig::default()).await;
     tokens.script(Failure::InvalidClient);

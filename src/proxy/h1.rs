@@ -20,6 +20,7 @@ pub mod request;
 /// Public for `benches/hot_path.rs`.
 pub mod response;
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -27,7 +28,7 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::problem::{ProblemContext, ProxyError};
 use super::{Proxy, signals};
@@ -51,12 +52,17 @@ pub enum End {
     HandOff(BytesMut),
 }
 
-/// Buffers reused for every request on one app connection.
-#[derive(Default)]
+/// Buffers and the timer reused for every request on one app connection.
 struct Scratch {
     head: UpstreamHead,
     /// The upstream request, then the app's answer head.
     out: Vec<u8>,
+    /// When the current request arrived.
+    started: Instant,
+    /// Wakes the connection no later than the current request's deadline. It stays in
+    /// Tokio's timer wheel across requests and is re-armed only when it fires early (its
+    /// deadline was an earlier request's), so a request costs no timer registration.
+    timer: Pin<Box<Sleep>>,
 }
 
 /// Serves requests from `app` until it closes, asks to close, the fast path hands it over,
@@ -68,7 +74,13 @@ pub async fn serve(
     shutdown: &mut watch::Receiver<bool>,
 ) -> End {
     let mut input = BytesMut::with_capacity(READ_CHUNK);
-    let mut scratch = Scratch::default();
+    let started = Instant::now();
+    let mut scratch = Scratch {
+        head: UpstreamHead::default(),
+        out: Vec::new(),
+        started,
+        timer: Box::pin(tokio::time::sleep_until(started + proxy.timeout)),
+    };
     let limit = BodyLimit(
         proxy
             .replay_body_limit
@@ -153,6 +165,7 @@ async fn answer(
     request: &Request,
 ) -> bool {
     let started = Instant::now();
+    scratch.started = started;
     let (status, keep) = match exchange(app, proxy, pool, scratch, body, request).await {
         Ok(done) => done,
         Err(error) => {
@@ -189,7 +202,7 @@ async fn exchange(
     let (mut upstream, mut head) = send(proxy, pool, scratch, request).await?;
     if rejected(proxy, &mut upstream, &head).await? {
         proxy.count_unauthorized(&token);
-        discard(pool, upstream, &head).await;
+        discard(pool, upstream, &head, scratch.started).await;
         // Joins (or starts) the refresh when `token` is current; returns the newer token at
         // once when it was already superseded.
         let newer = proxy.connection.newer_than(token.generation, true).await?;
@@ -213,7 +226,7 @@ async fn exchange(
     match relay::forward(&mut upstream, app, &head, &mut scratch.out).await {
         Ok(relay::Done { reusable }) => {
             if reusable && head.reusable {
-                pool.checkin(upstream);
+                pool.checkin(upstream, scratch.started);
             }
             Ok((status, !close))
         }
@@ -247,7 +260,7 @@ async fn rejected(proxy: &Proxy, upstream: &mut Upstream, head: &Head) -> Result
 
 /// Reads and drops a rejected answer's body so the connection can be reused; a long or
 /// open-ended body closes the connection instead.
-async fn discard(pool: &Pool, mut upstream: Upstream, head: &Head) {
+async fn discard(pool: &Pool, mut upstream: Upstream, head: &Head, now: Instant) {
     let end = match head.framing {
         response::Framing::Empty => head.head_len,
         response::Framing::Length(n) if n <= signals::MAX_INSPECTED as u64 => {
@@ -257,7 +270,7 @@ async fn discard(pool: &Pool, mut upstream: Upstream, head: &Head) {
     };
     let filled = tokio::time::timeout(Duration::from_secs(1), relay::fill(&mut upstream, end));
     if matches!(filled.await, Ok(Ok(()))) && upstream.buf.len() == end && head.reusable {
-        pool.checkin(upstream);
+        pool.checkin(upstream, now);
     }
 }
 
@@ -270,15 +283,17 @@ async fn send(
     scratch: &mut Scratch,
     request: &Request,
 ) -> Result<(Upstream, Head), ProxyError> {
+    let deadline = scratch.started + proxy.timeout;
+    let out = &mut scratch.out;
     let attempts = async {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut upstream = pool
-                .checkout()
+                .checkout(deadline - proxy.timeout)
                 .await
                 .map_err(|e| ProxyError::Unreachable(format!("tcp connect error: {e}")))?;
-            match round_trip(&mut upstream, &mut scratch.out, request.head_method).await {
+            match round_trip(&mut upstream, out, request.head_method).await {
                 Ok(head) => return Ok((upstream, head)),
                 Err(Failure::Stale(_)) if upstream.reused && attempt == 1 && request.idempotent => {
                     continue;
@@ -287,9 +302,18 @@ async fn send(
             }
         }
     };
-    match tokio::time::timeout(proxy.timeout, attempts).await {
-        Ok(result) => result,
-        Err(_) => Err(ProxyError::Timeout(proxy.timeout)),
+    tokio::pin!(attempts);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut attempts => return result,
+            () = scratch.timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return Err(ProxyError::Timeout(proxy.timeout));
+                }
+                scratch.timer.as_mut().reset(deadline);
+            }
+        }
     }
 }
 

@@ -87,10 +87,9 @@ impl Pool {
         }
     }
 
-    /// A pooled connection that is still open, or a new one, or one checked in by another
-    /// request while the new one was connecting.
-    pub async fn checkout(&self) -> io::Result<Upstream> {
-        let now = Instant::now();
+    /// A pooled connection that is still open (idle ages counted to `now`), or a new one, or
+    /// one checked in by another request while the new one was connecting.
+    pub async fn checkout(&self, now: Instant) -> io::Result<Upstream> {
         let mut waiter = {
             let mut slots = self.lock();
             loop {
@@ -116,7 +115,7 @@ impl Pool {
                 // A connection handed over meanwhile goes back for the next request.
                 waiter.close();
                 if let Ok(upstream) = waiter.try_recv() {
-                    self.checkin(upstream);
+                    self.checkin(upstream, Instant::now());
                 }
                 match joined {
                     Ok(connected) => connected,
@@ -128,7 +127,7 @@ impl Pool {
                 let pool = self.clone();
                 tokio::spawn(async move {
                     if let Ok(Ok(upstream)) = connecting.await {
-                        pool.checkin(upstream);
+                        pool.checkin(upstream, Instant::now());
                     }
                 });
                 Ok(upstream)
@@ -136,9 +135,9 @@ impl Pool {
         }
     }
 
-    /// Hands `upstream` to the longest-waiting request, or keeps it for the next one. Its
-    /// buffer must hold nothing unread.
-    pub fn checkin(&self, mut upstream: Upstream) {
+    /// Hands `upstream` to the longest-waiting request, or keeps it for the next one (idle
+    /// since `now`). Its buffer must hold nothing unread.
+    pub fn checkin(&self, mut upstream: Upstream, now: Instant) {
         upstream.buf.clear();
         upstream.reused = true;
         let mut slots = self.lock();
@@ -151,7 +150,7 @@ impl Pool {
         if slots.idle.len() < MAX_IDLE {
             slots.idle.push(Idle {
                 upstream,
-                since: Instant::now(),
+                since: now,
             });
         }
     }
