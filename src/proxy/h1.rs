@@ -140,19 +140,22 @@ pub async fn serve(
 
 /// Answers a request the fast path refuses with a 400 (nothing goes upstream).
 async fn reject(app: &mut TcpStream, proxy: &Proxy, reason: &'static str) {
-    let error = ProxyError::BadRequest(reason);
+    let mut out = Vec::new();
+    let status = write_problem(proxy, &ProxyError::BadRequest(reason), true, &mut out);
+    let _ = app.write_all(&out).await;
+    proxy.connection.metrics.request(status, Duration::ZERO);
+}
+
+/// The problem+json answer for `error`, as HTTP/1.1 bytes in `out`; returns its status.
+fn write_problem(proxy: &Proxy, error: &ProxyError, close: bool, out: &mut Vec<u8>) -> StatusCode {
     let context = ProblemContext {
         connection: &proxy.connection.name,
         connect_url: &proxy.connect_url,
     };
     let problem = error.problem(&context);
-    let mut out = Vec::new();
-    problem.write_http1(true, &mut out);
-    let _ = app.write_all(&out).await;
-    proxy
-        .connection
-        .metrics
-        .request(problem.status, Duration::ZERO);
+    out.clear();
+    problem.write_http1(close, out);
+    problem.status
 }
 
 /// Answers one request; false when the app connection must close.
@@ -170,15 +173,9 @@ async fn answer(
         Ok(done) => done,
         Err(error) => {
             tracing::debug!(connection = %proxy.connection.name, %error, "request failed");
-            let context = ProblemContext {
-                connection: &proxy.connection.name,
-                connect_url: &proxy.connect_url,
-            };
-            let problem = error.problem(&context);
-            scratch.out.clear();
-            problem.write_http1(request.close, &mut scratch.out);
+            let status = write_problem(proxy, &error, request.close, &mut scratch.out);
             let written = app.write_all(&scratch.out).await.is_ok();
-            (problem.status, written)
+            (status, written)
         }
     };
     proxy.connection.metrics.request(status, started.elapsed());

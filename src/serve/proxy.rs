@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::service::service_fn;
@@ -16,7 +15,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::rewind::Rewind;
-use super::{Drain, stopped};
+use super::{Drain, accept_until, stopped};
 use crate::proxy::Proxy;
 use crate::proxy::h1::{self, End};
 
@@ -28,23 +27,15 @@ pub async fn serve_proxy(
     mut shutdown: watch::Receiver<bool>,
 ) -> Drain {
     let tracker = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped(&mut shutdown) => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                // Out of file descriptors and the like: pause instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tracker.spawn(connection(stream, Arc::clone(&proxy), shutdown.clone()));
-    }
+    let for_connections = shutdown.clone();
+    accept_until(&listener, &mut shutdown, |stream| {
+        tracker.spawn(connection(
+            stream,
+            Arc::clone(&proxy),
+            for_connections.clone(),
+        ));
+    })
+    .await;
     tracker.close();
     Drain::Tasks(tracker)
 }
