@@ -984,3 +984,43 @@ async fn an_upstream_closing_idle_pooled_connections_is_not_a_502() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reused_connection_closed_before_answering_is_retried_only_when_idempotent() {
+    if RUNTIME.contains("fast_path = false") {
+        // hyper-util does not resend a request once it was written (a 502 either way).
+        eprintln!("skipped through hyper: the retry is the fast path's");
+        return;
+    }
+    // The upstream hangs up, unanswered, on every request but the first of a connection: the
+    // race of an upstream closing a kept-alive connection as the next request arrives.
+    let rig = rig().await;
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    rig.upstream.respond_with(move |request| {
+        if seen.lock().unwrap().insert(request.connection) {
+            Reply::ok(b"answered")
+        } else {
+            Reply::hang_up()
+        }
+    });
+    let mut app = rig.app().await;
+    assert_eq!(exchange(&mut app, &get("/first")).await.status, 200);
+    // A GET is sent again on a new connection.
+    let again = exchange(&mut app, &get("/again")).await;
+    assert_eq!(again.status, 200, "{again:?}");
+    let sent: Vec<usize> = rig
+        .upstream
+        .requests()
+        .iter()
+        .filter(|r| r.path() == "/again")
+        .map(|r| r.connection)
+        .collect();
+    assert_eq!(sent.len(), 2, "once on the pooled connection, once on a new one");
+    assert_ne!(sent[0], sent[1]);
+    // A POST may have been acted on: it is not sent again, the app gets a 502.
+    let post = b"POST /once HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\n\r\nhi";
+    let response = exchange(&mut app, post).await;
+    assert_eq!(response.status, 502, "{response:?}");
+    let posts = rig.upstream.requests();
+    assert_eq!(posts.iter().filter(|r| r.path() == "/once").count(), 1);
+}
