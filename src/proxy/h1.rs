@@ -13,6 +13,7 @@
 //! unusual case keeps hyper's tested behaviour.
 
 mod chunked;
+mod fields;
 mod pool;
 mod relay;
 /// Public for `benches/hot_path.rs`.

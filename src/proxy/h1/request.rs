@@ -9,10 +9,10 @@
 
 use http::HeaderValue;
 
+use super::fields::{ConnectionOptions, is_proxy_field, parse_length, write_field};
+
 /// Header fields the fast path parses; more hands the request to hyper.
 const MAX_HEADERS: usize = 64;
-/// `Connection` may name this many headers to drop; more hands the request to hyper.
-const MAX_NAMED: usize = 8;
 
 pub const HOST_REQUIRED: &str = "an HTTP/1.1 request needs exactly one Host header";
 
@@ -96,9 +96,7 @@ pub fn parse(
     }
     let mut body_len = None;
     let mut hosts = 0;
-    let mut close = false;
-    let mut named: [&[u8]; MAX_NAMED] = [b""; MAX_NAMED];
-    let mut named_count = 0;
+    let mut connection = ConnectionOptions::default();
     for field in request.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -112,16 +110,8 @@ pub fn parse(
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in field.value.split(|&b| b == b',').map(trim) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                    if named_count == MAX_NAMED {
-                        return Parsed::HandOff;
-                    }
-                    named[named_count] = token;
-                    named_count += 1;
-                }
+            if !connection.add(field.value) {
+                return Parsed::HandOff;
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"expect")
@@ -153,16 +143,11 @@ pub fn parse(
     line.extend_from_slice(b"\r\n");
     let out = &mut head.fields;
     out.clear();
-    let named = &named[..named_count];
     for field in request.headers.iter() {
         let name = field.name.as_bytes();
-        if is_dropped(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-            continue;
+        if !is_dropped(name) && !connection.names(name) {
+            write_field(out, name, field.value);
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(field.value);
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     Parsed::Fast(Request {
@@ -173,7 +158,7 @@ pub fn parse(
             method,
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
-        close,
+        close: connection.close,
     })
 }
 
@@ -188,31 +173,6 @@ fn is_dropped(name: &[u8]) -> bool {
         b"trailer",
     ];
     DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name)) || is_proxy_field(name)
-}
-
-/// `Proxy-*`: never forwarded, in either direction.
-pub fn is_proxy_field(name: &[u8]) -> bool {
-    name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-")
-}
-
-/// A Content-Length value: digits only.
-pub fn parse_length(value: &[u8]) -> Option<u64> {
-    let value = trim(value);
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
-/// Strips optional whitespace (SP, HTAB) at both ends.
-pub fn trim(mut bytes: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = bytes {
-        bytes = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = bytes {
-        bytes = rest;
-    }
-    bytes
 }
 
 #[cfg(test)]

@@ -3,11 +3,10 @@
 //! [`crate::proxy::strip_hop_by_hop`] does. A chunked body is passed through as it is, so its
 //! `Transfer-Encoding` stays.
 
-use super::request::{is_proxy_field, parse_length, trim};
+use super::fields::{ConnectionOptions, is_proxy_field, parse_length, write_field};
 use crate::proxy::signals;
 
 const MAX_HEADERS: usize = 100;
-const MAX_NAMED: usize = 8;
 
 /// How the body after the head ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +68,8 @@ pub fn parse(buf: &[u8], head_method: bool, out: &mut Vec<u8>) -> Result<Parsed,
     }
     let mut length = None;
     let mut chunked = false;
-    let mut close = version == 0;
+    let mut connection = ConnectionOptions::default();
     let mut content_type = None;
-    let mut named: [&[u8]; MAX_NAMED] = [b""; MAX_NAMED];
-    let mut named_count = 0;
     for field in response.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -83,19 +80,18 @@ pub fn parse(buf: &[u8], head_method: bool, out: &mut Vec<u8>) -> Result<Parsed,
             length = Some(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Chunked only when it is the final coding.
-            let last = field.value.rsplit(|&b| b == b',').next().map(trim);
+            let last = field
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .map(<[u8]>::trim_ascii);
             chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"content-type") {
             content_type = Some(field.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in field.value.split(|&b| b == b',').map(trim) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if named_count < MAX_NAMED && !token.is_empty() {
-                    named[named_count] = token;
-                    named_count += 1;
-                }
-            }
+            // Past the names kept, the rest are forwarded (as hyper's strip did with names
+            // that do not parse): an upstream that lists so many is not worth a 502.
+            let _ = connection.add(field.value);
         }
     }
     let framing = if head_method || status == 204 || status == 304 {
@@ -113,25 +109,20 @@ pub fn parse(buf: &[u8], head_method: bool, out: &mut Vec<u8>) -> Result<Parsed,
     out.push(b' ');
     out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named = &named[..named_count];
     for field in response.headers.iter() {
         let name = field.name.as_bytes();
         let dropped = is_hop_by_hop(name)
             || (chunked && name.eq_ignore_ascii_case(b"content-length"))
-            || named.iter().any(|n| n.eq_ignore_ascii_case(name));
-        if dropped {
-            continue;
+            || connection.names(name);
+        if !dropped {
+            write_field(out, name, field.value);
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(field.value);
-        out.extend_from_slice(b"\r\n");
     }
     Ok(Parsed::Final(Head {
         status,
         head_len,
         framing,
-        reusable: !close && framing != Framing::UntilClose,
+        reusable: version == 1 && !connection.close && framing != Framing::UntilClose,
         inspect: signals::worth(status, content_type, length.filter(|_| !chunked)),
     }))
 }
