@@ -20,27 +20,9 @@ struct Rig {
 async fn rig_at(base_path: &str) -> Rig {
     let tokens = TokenServer::start(TokenServerConfig::default()).await;
     let upstream = RawUpstream::start().await;
-    let config = format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:9901"
-{RUNTIME}
-[[connection]]
-name = "{NAME}"
-provider = "oauth2"
-listen = "127.0.0.1:0"
-upstream = "{url}{base_path}"
-grant = "client_credentials"
-token_url = "{token_url}"
-client_id = "{client_id}"
-client_secret = "{client_secret}"
-"#,
-        url = upstream.url(),
-        token_url = tokens.token_url(),
-        client_id = tokens.client_id(),
-        client_secret = tokens.client_secret(),
-    );
+    // `RUNTIME` after the connection's keys starts the `[runtime]` table.
+    let url = format!("{}{base_path}", upstream.url());
+    let config = support::cc_config_for(NAME, &tokens, &url, RUNTIME);
     let bearerd = Bearerd::start(&config).await;
     Rig {
         tokens,

@@ -48,6 +48,11 @@ impl Bearerd {
 
 /// A client_credentials connection named `name` to `upstream`, tokens from `tokens`.
 pub fn cc_config(name: &str, tokens: &TokenServer, upstream: &Upstream, extra: &str) -> String {
+    cc_config_for(name, tokens, &upstream.url(), extra)
+}
+
+/// [`cc_config`] for any upstream URL.
+pub fn cc_config_for(name: &str, tokens: &TokenServer, upstream: &str, extra: &str) -> String {
     format!(
         r#"
 [admin]
@@ -65,7 +70,6 @@ client_id = "{client_id}"
 client_secret = "{client_secret}"
 {extra}
 "#,
-        upstream = upstream.url(),
         token_url = tokens.token_url(),
         client_id = tokens.client_id(),
         client_secret = tokens.client_secret(),

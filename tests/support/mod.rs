@@ -16,7 +16,9 @@ pub mod token_server;
 pub mod upstream;
 
 #[allow(unused_imports)]
-pub use bearerd::{Bearerd, ac_config, cc_config, seed_store, stored, temp_store_dir};
+pub use bearerd::{
+    Bearerd, ac_config, cc_config, cc_config_for, seed_store, stored, temp_store_dir,
+};
 #[allow(unused_imports)]
 pub use token_server::{
     ClientAuth, Failure, Rotation, TokenRequestLog, TokenServer, TokenServerConfig,
