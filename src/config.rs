@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use url::Url;
 
 pub use secret::SecretSource;
@@ -30,6 +31,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub store: StoreConfig,
     pub runtime: RuntimeConfig,
+    /// Limits on app- and browser-facing connections, for every listener (SPEC section 13).
+    pub limits: Limits,
     pub shutdown_grace: Duration,
     pub connections: Vec<ConnectionConfig>,
 }
@@ -40,6 +43,38 @@ pub struct AdminConfig {
     /// How browsers reach the admin listener, without a trailing slash.
     pub public_url: String,
     pub auth_token: Option<SecretString>,
+    /// Networks that may use the admin listener; empty means everyone who reaches it.
+    pub allow_clients: Vec<IpNet>,
+}
+
+/// Timeouts and caps on the connections clients open to bearerd's listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A request head not complete this long after its first byte (or after the
+    /// connection opened) closes the connection.
+    pub client_header_timeout: Duration,
+    /// A kept-alive connection with no request in flight closes after this.
+    pub client_idle_timeout: Duration,
+    /// A request body that delivers no byte for this long gets 408 and a close.
+    pub client_body_timeout: Duration,
+    /// Open connections per listener; above it new ones are closed at once.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The largest request head accepted; larger ones get 431.
+    pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            client_header_timeout: Duration::from_secs(10),
+            client_idle_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +196,13 @@ pub struct ConnectionConfig {
     pub max_body: Option<u64>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// One token-endpoint request, apart from the API `timeout`.
+    pub token_timeout: Duration,
+    /// How long a request waits for a refresh before it gets 503 with `Retry-After`.
+    pub token_wait: Duration,
+    /// Networks that may use this proxy listener; empty means everyone who reaches it
+    /// (allowed only on a loopback `listen`).
+    pub allow_clients: Vec<IpNet>,
     pub probe: Option<String>,
     pub ca_file: Option<PathBuf>,
 }

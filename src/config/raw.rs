@@ -13,6 +13,7 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub store: Option<RawStore>,
     pub runtime: Option<RawRuntime>,
+    pub limits: Option<RawLimits>,
     pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub connection: Vec<RawConnection>,
@@ -24,6 +25,7 @@ pub struct RawAdmin {
     pub listen: Option<String>,
     pub public_url: Option<String>,
     pub auth_token: Option<SecretSource>,
+    pub allow_clients: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +42,15 @@ pub struct RawStore {
 pub struct RawRuntime {
     pub worker_threads: Option<usize>,
     pub fast_path: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub client_header_timeout: Option<String>,
+    pub client_idle_timeout: Option<String>,
+    pub client_body_timeout: Option<String>,
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +76,9 @@ pub struct RawConnection {
     pub max_body: Option<String>,
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    pub token_timeout: Option<String>,
+    pub token_wait: Option<String>,
+    pub allow_clients: Option<Vec<String>>,
     pub probe: Option<String>,
     pub ca_file: Option<PathBuf>,
 }

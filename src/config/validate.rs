@@ -7,18 +7,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use url::Url;
 
 use super::preset::preset;
-use super::raw::{RawAdmin, RawConfig, RawConnection, RawStore};
+use super::raw::{RawAdmin, RawConfig, RawConnection, RawLimits, RawStore};
 use super::{
-    AdminConfig, ClientAuth, Config, ConfigError, ConnectionConfig, Credentials, GrantKind,
+    AdminConfig, ClientAuth, Config, ConfigError, ConnectionConfig, Credentials, GrantKind, Limits,
     Problem, Provider, Revocation, RuntimeConfig, StoreConfig, StoreKind, parse_duration,
     parse_size,
 };
 
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 const DEFAULT_REPLAY_LIMIT: u64 = 1 << 20;
+/// An admin `auth_token` shorter than this is guessable: a config error.
+const MIN_AUTH_TOKEN_LEN: usize = 16;
 
 #[derive(Default)]
 struct Problems(Vec<Problem>);
@@ -59,6 +62,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             .and_then(|r| r.fast_path)
             .unwrap_or(true),
     };
+    let limits = limits(raw.limits, &mut problems);
     if runtime.worker_threads == Some(0) {
         problems.add("runtime.worker_threads", "must be at least 1");
     }
@@ -94,6 +98,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             admin,
             store,
             runtime,
+            limits,
             shutdown_grace,
             connections,
         }),
@@ -108,7 +113,9 @@ fn admin(raw: Option<RawAdmin>, problems: &mut Problems) -> Option<AdminConfig> 
         listen: None,
         public_url: None,
         auth_token: None,
+        allow_clients: None,
     });
+    let allow_clients = allow_clients("admin.allow_clients", raw.allow_clients, problems);
     let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
     let listen = problems.check("admin.listen", socket_addr(listen_text))?;
     let public_url = match raw.public_url {
@@ -122,6 +129,15 @@ fn admin(raw: Option<RawAdmin>, problems: &mut Problems) -> Option<AdminConfig> 
         Some(source) => Some(problems.check("admin.auth_token", source.resolve())?),
         None => None,
     };
+    if let Some(token) = &auth_token
+        && token.secret().trim().chars().count() < MIN_AUTH_TOKEN_LEN
+    {
+        problems.add(
+            "admin.auth_token",
+            format!("is empty or too short: use at least {MIN_AUTH_TOKEN_LEN} random characters"),
+        );
+        return None;
+    }
     if auth_token.is_none() && !listen.ip().is_loopback() {
         problems.add(
             "admin.auth_token",
@@ -133,7 +149,79 @@ fn admin(raw: Option<RawAdmin>, problems: &mut Problems) -> Option<AdminConfig> 
         listen,
         public_url,
         auth_token,
+        allow_clients: allow_clients?,
     })
+}
+
+fn limits(raw: Option<RawLimits>, problems: &mut Problems) -> Limits {
+    let defaults = Limits::default();
+    let Some(raw) = raw else {
+        return defaults;
+    };
+    let mut duration = |key: &str, value: Option<String>, default: Duration| {
+        let Some(text) = value else {
+            return default;
+        };
+        match parse_duration(&text) {
+            Ok(d) if d.is_zero() => {
+                problems.add(format!("limits.{key}"), "must be more than 0s");
+                default
+            }
+            Ok(d) => d,
+            Err(message) => {
+                problems.add(format!("limits.{key}"), message);
+                default
+            }
+        }
+    };
+    let limits = Limits {
+        client_header_timeout: duration(
+            "client_header_timeout",
+            raw.client_header_timeout,
+            defaults.client_header_timeout,
+        ),
+        client_idle_timeout: duration(
+            "client_idle_timeout",
+            raw.client_idle_timeout,
+            defaults.client_idle_timeout,
+        ),
+        client_body_timeout: duration(
+            "client_body_timeout",
+            raw.client_body_timeout,
+            defaults.client_body_timeout,
+        ),
+        max_connections: raw.max_connections.unwrap_or(defaults.max_connections),
+    };
+    if limits.max_connections == 0 {
+        problems.add("limits.max_connections", "must be at least 1");
+    }
+    limits
+}
+
+/// Parses a list of CIDR networks (`10.0.0.0/8`) or single addresses (`10.1.2.3`).
+fn allow_clients(
+    key: &str,
+    raw: Option<Vec<String>>,
+    problems: &mut Problems,
+) -> Option<Vec<IpNet>> {
+    let mut networks = Vec::new();
+    let mut ok = true;
+    for (i, text) in raw.unwrap_or_default().iter().enumerate() {
+        let parsed = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => networks.push(net.trunc()),
+            Err(_) => {
+                problems.add(
+                    format!("{key}[{i}]"),
+                    format!("`{text}` is not a network like \"10.0.0.0/8\" or an address"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(networks)
 }
 
 fn store(raw: Option<RawStore>, problems: &mut Problems) -> Option<StoreConfig> {
@@ -263,6 +351,31 @@ fn connection(
         raw.connect_timeout,
         Duration::from_secs(5),
     );
+    let token_timeout = duration(
+        problems,
+        "token_timeout",
+        raw.token_timeout,
+        Duration::from_secs(60),
+    );
+    let token_wait = duration(
+        problems,
+        "token_wait",
+        raw.token_wait,
+        Duration::from_secs(10),
+    );
+    let allow_clients = allow_clients(&k("allow_clients"), raw.allow_clients, problems);
+    if let (Some(listen), Some(networks)) = (&listen, &allow_clients)
+        && !listen.ip().is_loopback()
+        && networks.is_empty()
+    {
+        problems.add(
+            k("allow_clients"),
+            format!(
+                "required because listen ({listen}) is not a loopback address: anyone who reaches \
+                 it would act as the hotel's app; list the networks that may use it"
+            ),
+        );
+    }
     // Optional keys: `Some(None)` records a problem without stopping the collection.
     let refresh_skew = raw
         .refresh_skew
@@ -364,6 +477,9 @@ fn connection(
         max_body: max_body.flatten(),
         timeout: timeout?,
         connect_timeout: connect_timeout?,
+        token_timeout: token_timeout?,
+        token_wait: token_wait?,
+        allow_clients: allow_clients?,
         probe: raw.probe,
         ca_file: raw.ca_file,
     })
