@@ -33,6 +33,8 @@
 //!   [`store::postgres`] (row lock, `NOTIFY`, migrations), [`store::seal`] (AES-256-GCM).
 //! - [`discovery`]: RFC 8414 / OpenID metadata for `issuer`.
 //! - [`metrics`]: every metric name, one owned registry.
+//! - [`scrub`]: provider text cleaned of every secret bearerd knows before it is stored,
+//!   logged or shown.
 
 pub mod admin;
 pub mod app;
@@ -41,6 +43,7 @@ pub mod connect;
 pub mod discovery;
 pub mod metrics;
 pub mod proxy;
+pub mod scrub;
 pub mod serve;
 pub mod store;
 pub mod token;
