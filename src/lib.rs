@@ -33,6 +33,7 @@
 //!   [`store::postgres`] (row lock, `NOTIFY`, migrations), [`store::seal`] (AES-256-GCM).
 //! - [`discovery`]: RFC 8414 / OpenID metadata for `issuer`.
 //! - [`metrics`]: every metric name, one owned registry.
+//! - [`logging`]: the log filter, with every dependency held below debug.
 //! - [`scrub`]: provider text cleaned of every secret bearerd knows before it is stored,
 //!   logged or shown.
 
@@ -41,6 +42,7 @@ pub mod app;
 pub mod config;
 pub mod connect;
 pub mod discovery;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod scrub;

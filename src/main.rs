@@ -9,10 +9,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use bearerd::app::App;
 use bearerd::config::Config;
+use bearerd::logging;
 use bearerd::serve::Workers;
 
 #[derive(Parser)]
@@ -179,12 +183,19 @@ async fn shutdown_signal() -> std::io::Result<()> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("BEARERD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
+    let spec = std::env::var("BEARERD_LOG").ok();
+    let filter = logging::operator_filter(spec.as_deref()).and(logging::dependency_cap());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Json => layer.json().with_filter(filter).boxed(),
+        LogFormat::Human => layer
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter)
+            .boxed(),
+    };
+    tracing_subscriber::registry().with(layer).init();
+    tracing::trace!(
+        cap = %logging::DEPENDENCY_CAP,
+        "log filter: BEARERD_LOG for bearerd's own events, other crates at most at the cap"
+    );
 }

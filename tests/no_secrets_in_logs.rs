@@ -3,9 +3,12 @@
 //! tokens, refresh them on schedule, after a 401 and at the operator's request, rotate refresh
 //! tokens through the file store, and serve HTTP/1.1 and h2c requests that carry the app's own
 //! `Authorization` and `Cookie`; then its whole output is searched for every secret in play.
+//! The postgres store runs the same way, with the database driver asked for trace too: its
+//! query parameters are tokens, so its logging is held down whatever `BEARERD_LOG` says.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pg_support;
 mod support;
 
 use std::time::Duration;
@@ -301,4 +304,64 @@ async fn human_logs_at_trace_level_contain_no_secrets() {
         "no ANSI colours when stderr is not a terminal"
     );
     assert_no_secrets(Format::Human, &out, &secrets);
+}
+
+/// The postgres store at trace level, its driver included: tokens are query parameters there.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_store_logs_at_trace_level_contain_no_secrets() {
+    let Some(db) = pg_support::TestDb::create("logs").await else {
+        return;
+    };
+    let tokens = TokenServer::start(TokenServerConfig {
+        lifetime: Some(Duration::from_secs(2)),
+        ..TokenServerConfig::default()
+    })
+    .await;
+    let upstream = Upstream::start(tokens.clone()).await;
+    db.seed("hotel", &tokens.seed_grant(), None).await;
+    let replica = pg_support::Replica::new(&tokens, &upstream, &db.url, "");
+    let daemon = support::Daemon::spawn(
+        &["run", "--config", &replica.config, "--log-format", "json"],
+        &[(
+            "BEARERD_LOG",
+            "trace,tokio_postgres=trace,tokio_postgres::query=trace,postgres_protocol=trace",
+        )],
+    );
+    replica.ready().await;
+    let before = tokens.successful_refreshes();
+    eventually(Duration::from_secs(15), "two scheduled refreshes", || {
+        let n = tokens.successful_refreshes();
+        async move { (n >= before + 2).then_some(()) }
+    })
+    .await;
+    let r = send(app_request(Method::GET, &format!("{}/v1/x", replica.proxy)))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let forced = replica.force_refresh().await;
+    assert_eq!(forced.status, StatusCode::OK, "{}", forced.text());
+
+    let out = daemon.terminate(Duration::from_secs(15)).await;
+    let secrets = tokens.issued_secrets();
+    assert!(
+        secrets.iter().filter(|s| s.starts_with("rt_")).count() >= 3,
+        "refresh tokens were rotated through the store: {}",
+        secrets.len()
+    );
+    assert!(
+        out.stderr.contains("bearerd::store"),
+        "the store's own events are logged"
+    );
+    let below_info_from_dependencies = out.stderr.lines().find(|line| {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            return false;
+        };
+        let target = event["target"].as_str().unwrap_or_default();
+        matches!(event["level"].as_str(), Some("DEBUG" | "TRACE")) && !target.starts_with("bearerd")
+    });
+    assert_eq!(
+        below_info_from_dependencies, None,
+        "dependencies are capped at info"
+    );
+    assert_no_secrets(Format::Json, &out, &secrets);
 }
