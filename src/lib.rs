@@ -31,6 +31,7 @@
 //! - [`connect`]: connect-flow state and PKCE, HTML pages, webhook parsing.
 //! - [`store`]: the token store trait; [`store::file`] (flock + atomic replace),
 //!   [`store::postgres`] (row lock, `NOTIFY`, migrations), [`store::seal`] (AES-256-GCM).
+//! - [`demo`]: `bearerd demo`, the real bearerd in front of a simulated provider.
 //! - [`discovery`]: RFC 8414 / OpenID metadata for `issuer`.
 //! - [`metrics`]: every metric name, one owned registry.
 //! - [`logging`]: the log filter, with every dependency held below debug.
@@ -41,6 +42,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod connect;
+pub mod demo;
 pub mod discovery;
 pub mod logging;
 pub mod metrics;

@@ -72,6 +72,22 @@ enum Command {
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
+    /// Try bearerd in ten seconds: the real bearerd in front of a simulated provider, on
+    /// 127.0.0.1, with no config file and no credentials.
+    Demo {
+        /// Access token lifetime at the demo provider (at least 2s).
+        #[arg(long, default_value = "30s")]
+        token_ttl: String,
+        /// The proxy listener: the app's base URL.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The admin listener: status page, connect flow, metrics.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// Keep the data directory (the token store) on exit.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Show the connections of a running daemon.
     Status {
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
@@ -85,6 +101,12 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config, cli.log_format),
         Command::Check { config } => check(&config),
         Command::Status { admin } => cli_admin::status(&admin),
+        Command::Demo {
+            token_ttl,
+            listen,
+            admin,
+            keep,
+        } => demo(&token_ttl, listen, admin, keep, cli.log_format),
         Command::Disconnect { name, admin } => cli_admin::disconnect(&admin, &name),
         Command::Import {
             name,
@@ -170,6 +192,65 @@ fn run(path: &std::path::Path, format: LogFormat) -> ExitCode {
         tracing::info!("shutting down");
         app.shutdown().await;
         ExitCode::SUCCESS
+    })
+}
+
+fn demo(
+    token_ttl: &str,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    keep: bool,
+    format: LogFormat,
+) -> ExitCode {
+    let token_ttl = match bearerd::config::parse_duration(token_ttl) {
+        Ok(ttl) if ttl >= std::time::Duration::from_secs(2) => ttl,
+        Ok(_) => {
+            eprintln!("bearerd demo: --token-ttl must be at least 2s");
+            return ExitCode::from(2);
+        }
+        Err(message) => {
+            eprintln!("bearerd demo: --token-ttl: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bearerd demo: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = bearerd::demo::Options {
+        token_ttl,
+        listen,
+        admin,
+        keep,
+    };
+    runtime.block_on(async {
+        let demo = match bearerd::demo::Demo::start(&options).await {
+            Ok(demo) => demo,
+            Err(error) => {
+                eprintln!("bearerd demo: {error}");
+                return ExitCode::from(1);
+            }
+        };
+        println!("{}", demo.instructions(token_ttl));
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let signal = shutdown_signal().await;
+        tracing::info!("shutting down");
+        demo.shutdown().await;
+        match signal {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bearerd demo: cannot listen for signals: {error}");
+                ExitCode::from(1)
+            }
+        }
     })
 }
 
