@@ -203,8 +203,41 @@ pub struct ConnectionConfig {
     /// Networks that may use this proxy listener; empty means everyone who reaches it
     /// (allowed only on a loopback `listen`).
     pub allow_clients: Vec<IpNet>,
+    /// Upstream rate limit (SPEC section 11); `None`: unlimited.
+    pub rate_limit: Option<RateLimitConfig>,
     pub probe: Option<String>,
     pub ca_file: Option<PathBuf>,
+}
+
+/// `rate_limit = { rps, burst, per, over, max_wait }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Requests in any one-second window (for all replicas of a postgres store together).
+    pub rps: u32,
+    /// Of those, at most this many back to back.
+    pub burst: u32,
+    pub per: RateScope,
+    pub over: Over,
+    /// The longest a request waits for its turn with `over = "wait"`.
+    pub max_wait: Duration,
+}
+
+/// What one budget covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateScope {
+    /// One budget for the connection (a provider counting per client id).
+    Connection,
+    /// One budget per tenant; the same as `Connection` for a connection without tenants.
+    Tenant,
+}
+
+/// What happens to a request over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// Wait its turn, up to `max_wait`, then 429.
+    Wait,
+    /// 429 at once.
+    Reject,
 }
 
 /// What is wrong with a config: one line per problem, each naming its key.

@@ -35,6 +35,7 @@
 //! - [`discovery`]: RFC 8414 / OpenID metadata for `issuer`.
 //! - [`metrics`]: every metric name, one owned registry.
 //! - [`logging`]: the log filter, with every dependency held below debug.
+//! - [`ratelimit`]: upstream request budgets: per-window quota, FIFO waiting, pauses.
 //! - [`scrub`]: provider text cleaned of every secret bearerd knows before it is stored,
 //!   logged or shown.
 
@@ -47,6 +48,7 @@ pub mod discovery;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod scrub;
 pub mod serve;
 pub mod store;

@@ -47,11 +47,15 @@ pub struct Metrics {
     token_generation: IntGaugeVec,
     connection_state: IntGaugeVec,
     store_operations: IntCounterVec,
+    rate_limited: IntCounterVec,
+    rate_limit_wait: HistogramVec,
+    upstream_throttled: IntCounterVec,
 }
 
 const REQUEST_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+const WAIT_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
 const REFRESH_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 impl Metrics {
@@ -129,6 +133,21 @@ impl Metrics {
                 "Token store operations, by result.",
                 &["op", "result"],
             )?,
+            rate_limited: counter(
+                "bearerd_rate_limited_total",
+                "Requests held back by the upstream rate limit: waited their turn, or rejected with 429.",
+                &["connection", "outcome"],
+            )?,
+            rate_limit_wait: histogram(
+                "bearerd_rate_limit_wait_seconds",
+                "How long requests waited for their turn under the upstream rate limit.",
+                WAIT_BUCKETS,
+            )?,
+            upstream_throttled: counter(
+                "bearerd_upstream_throttled_total",
+                "Upstream 429 answers (each pauses the connection's requests).",
+                &["connection"],
+            )?,
             registry,
         };
         // Exposed at zero from the start, like the per-connection series.
@@ -165,6 +184,10 @@ impl Metrics {
             expiry: self.token_expiry.with_label_values(&[name]),
             generation: self.token_generation.with_label_values(&[name]),
             states,
+            rate_waited: self.rate_limited.with_label_values(&[name, "waited"]),
+            rate_rejected: self.rate_limited.with_label_values(&[name, "rejected"]),
+            rate_wait: self.rate_limit_wait.with_label_values(&[name]),
+            throttled: self.upstream_throttled.with_label_values(&[name]),
         }
     }
 
@@ -198,6 +221,10 @@ pub struct ConnectionMetrics {
     expiry: IntGauge,
     generation: IntGauge,
     states: [IntGauge; 7],
+    rate_waited: IntCounter,
+    rate_rejected: IntCounter,
+    rate_wait: prometheus::Histogram,
+    pub throttled: IntCounter,
 }
 
 impl ConnectionMetrics {
@@ -210,6 +237,19 @@ impl ConnectionMetrics {
         };
         self.requests[class].inc();
         self.request_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A request that passed the rate limit after `waited` (zero: it went at once).
+    pub fn rate_passed(&self, waited: Duration) {
+        if !waited.is_zero() {
+            self.rate_waited.inc();
+            self.rate_wait.observe(waited.as_secs_f64());
+        }
+    }
+
+    /// A request refused by the rate limit.
+    pub fn rate_rejected(&self) {
+        self.rate_rejected.inc();
     }
 
     pub fn refresh(&self, trigger: Trigger, outcome: Outcome, elapsed: Duration) {

@@ -113,6 +113,21 @@ pub trait TokenStore: Send + Sync {
     fn changes(&self) -> Option<broadcast::Receiver<String>> {
         None
     }
+    /// Announces this replica (`replica` is its id) to the others sharing the store and
+    /// returns `(index, live)`: its place in an order every replica agrees on and how many are
+    /// live. `None` if the store is not shared by replicas (the file store).
+    fn heartbeat<'a>(
+        &'a self,
+        replica: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(usize, usize)>, StoreError>> {
+        let _ = replica;
+        Box::pin(async { Ok(None) })
+    }
+    /// Withdraws this replica at a clean stop, so the others take its share at once.
+    fn leave<'a>(&'a self, replica: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = replica;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The on-disk / in-row JSON shape (SPEC section 6).

@@ -573,3 +573,60 @@ fn file_secrets_are_read_and_trimmed_or_named_when_unreadable() {
         .unwrap();
     assert!(reason.contains(&missing.display().to_string()), "{reason}");
 }
+
+#[test]
+fn the_cloudbeds_preset_limits_to_ten_requests_a_second_unless_turned_off() {
+    use bearerd::config::{Over, RateScope};
+    let preset = preset_connection("cloudbeds", "authorization_code", "");
+    let limit = preset.connections[0]
+        .rate_limit
+        .expect("cloudbeds has a limit");
+    assert_eq!((limit.rps, limit.burst), (10, 10));
+    assert_eq!((limit.per, limit.over), (RateScope::Connection, Over::Wait));
+    assert_eq!(limit.max_wait, std::time::Duration::from_secs(5));
+    let off = preset_connection("cloudbeds", "authorization_code", "rate_limit = false");
+    assert_eq!(off.connections[0].rate_limit, None);
+    let none = config(&one_connection(""));
+    assert_eq!(
+        none.connections[0].rate_limit, None,
+        "oauth2 has no preset limit"
+    );
+    let own = config(&one_connection(
+        r#"rate_limit = { rps = 5, burst = 2, per = "tenant", over = "reject", max_wait = "2s" }"#,
+    ));
+    let limit = own.connections[0].rate_limit.unwrap();
+    assert_eq!((limit.rps, limit.burst), (5, 2));
+    assert_eq!((limit.per, limit.over), (RateScope::Tenant, Over::Reject));
+}
+
+#[test]
+fn a_malformed_rate_limit_names_its_key() {
+    for (extra, key) in [
+        ("rate_limit = true", "connection[0].rate_limit"),
+        ("rate_limit = { burst = 3 }", "connection[0].rate_limit.rps"),
+        ("rate_limit = { rps = 0 }", "connection[0].rate_limit.rps"),
+        (
+            "rate_limit = { rps = \"ten\" }",
+            "connection[0].rate_limit.rps",
+        ),
+        (
+            "rate_limit = { rps = 10, over = \"drop\" }",
+            "connection[0].rate_limit.over",
+        ),
+        (
+            "rate_limit = { rps = 10, per = \"ip\" }",
+            "connection[0].rate_limit.per",
+        ),
+        (
+            "rate_limit = { rps = 10, max_wait = \"soon\" }",
+            "connection[0].rate_limit.max_wait",
+        ),
+        (
+            "rate_limit = { rps = 10, rsp = 3 }",
+            "connection[0].rate_limit.rsp",
+        ),
+    ] {
+        let e = error(&one_connection(extra));
+        assert!(e.names(key), "{extra}: {e}");
+    }
+}

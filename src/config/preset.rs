@@ -1,7 +1,9 @@
 //! Provider presets: the endpoint URLs and conventions that `provider = "..."` fills in.
 //! Any key set in the file wins over the preset.
 
-use super::{ClientAuth, Provider};
+use std::time::Duration;
+
+use super::{ClientAuth, Over, Provider, RateLimitConfig, RateScope};
 
 pub struct Preset {
     pub authorize_url: Option<&'static str>,
@@ -10,7 +12,19 @@ pub struct Preset {
     pub client_auth: ClientAuth,
     /// Scopes the provider needs for a refresh token with the authorization-code grant.
     pub refresh_scopes: &'static [&'static str],
+    /// The provider's documented request budget, applied unless `rate_limit = false`.
+    pub rate_limit: Option<RateLimitConfig>,
 }
+
+/// Cloudbeds: 10 requests a second per partner client id; credentials of a partner that
+/// goes over may be suspended (PROVIDERS.md section 1b).
+const CLOUDBEDS_RATE_LIMIT: RateLimitConfig = RateLimitConfig {
+    rps: 10,
+    burst: 10,
+    per: RateScope::Connection,
+    over: Over::Wait,
+    max_wait: Duration::from_secs(5),
+};
 
 pub fn preset(provider: Provider) -> Preset {
     match provider {
@@ -21,6 +35,7 @@ pub fn preset(provider: Provider) -> Preset {
             revoke_url: None,
             client_auth: ClientAuth::ClientSecretPost,
             refresh_scopes: &[],
+            rate_limit: Some(CLOUDBEDS_RATE_LIMIT),
         },
         Provider::Apaleo => Preset {
             authorize_url: Some("https://identity.apaleo.com/connect/authorize"),
@@ -28,6 +43,7 @@ pub fn preset(provider: Provider) -> Preset {
             revoke_url: Some("https://identity.apaleo.com/connect/revocation"),
             client_auth: ClientAuth::ClientSecretPost,
             refresh_scopes: &["offline_access"],
+            rate_limit: None,
         },
         Provider::OAuth2 => Preset {
             authorize_url: None,
@@ -35,6 +51,7 @@ pub fn preset(provider: Provider) -> Preset {
             revoke_url: None,
             client_auth: ClientAuth::ClientSecretBasic,
             refresh_scopes: &[],
+            rate_limit: None,
         },
     }
 }

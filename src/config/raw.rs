@@ -79,6 +79,8 @@ pub struct RawConnection {
     pub token_timeout: Option<String>,
     pub token_wait: Option<String>,
     pub allow_clients: Option<Vec<String>>,
+    /// `false`, or a table; checked by hand so that each mistake names its key.
+    pub rate_limit: Option<toml::Value>,
     pub probe: Option<String>,
     pub ca_file: Option<PathBuf>,
 }

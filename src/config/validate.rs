@@ -14,8 +14,8 @@ use super::preset::preset;
 use super::raw::{RawAdmin, RawConfig, RawConnection, RawLimits, RawStore};
 use super::{
     AdminConfig, ClientAuth, Config, ConfigError, ConnectionConfig, Credentials, GrantKind, Limits,
-    Problem, Provider, Revocation, RuntimeConfig, StoreConfig, StoreKind, parse_duration,
-    parse_size,
+    Over, Problem, Provider, RateLimitConfig, RateScope, Revocation, RuntimeConfig, StoreConfig,
+    StoreKind, parse_duration, parse_size,
 };
 
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
@@ -401,8 +401,17 @@ fn connection(
         }
     }
 
+    let rate_limit = raw
+        .rate_limit
+        .map(|value| rate_limit(&k("rate_limit"), &value, problems));
     let (provider, grant) = (provider?, grant?);
     let preset = preset(provider);
+    let rate_limit = match rate_limit {
+        None => preset.rate_limit,
+        Some(RateLimitChoice::Off) => None,
+        Some(RateLimitChoice::On(config)) => Some(config),
+        Some(RateLimitChoice::Invalid) => None,
+    };
     let issuer = issuer.flatten();
     // With an issuer, discovery at start fills what the file leaves out; presets do not.
     let from_preset = |value: Option<&'static str>| {
@@ -480,6 +489,7 @@ fn connection(
         token_timeout: token_timeout?,
         token_wait: token_wait?,
         allow_clients: allow_clients?,
+        rate_limit,
         probe: raw.probe,
         ca_file: raw.ca_file,
     })
@@ -525,5 +535,108 @@ fn http_url(text: &str) -> Result<Url, String> {
         _ => Err(format!(
             "`{text}` must be an http:// or https:// URL with a host"
         )),
+    }
+}
+
+enum RateLimitChoice {
+    Off,
+    On(RateLimitConfig),
+    /// A problem was recorded.
+    Invalid,
+}
+
+/// `rate_limit = false` or `{ rps, burst, per, over, max_wait }`; every mistake names its key.
+fn rate_limit(key: &str, value: &toml::Value, problems: &mut Problems) -> RateLimitChoice {
+    let table = match value {
+        toml::Value::Boolean(false) => return RateLimitChoice::Off,
+        toml::Value::Table(table) => table,
+        _ => {
+            problems.add(
+                key,
+                "must be false or a table like { rps = 10, burst = 10, per = \"connection\", \
+                 over = \"wait\", max_wait = \"5s\" }",
+            );
+            return RateLimitChoice::Invalid;
+        }
+    };
+    let before = problems.0.len();
+    for unknown in table
+        .keys()
+        .filter(|k| !["rps", "burst", "per", "over", "max_wait"].contains(&k.as_str()))
+    {
+        problems.add(
+            format!("{key}.{unknown}"),
+            "unknown key (expected rps, burst, per, over, max_wait)",
+        );
+    }
+    let mut count = |field: &str, required: bool| -> Option<u32> {
+        match table.get(field) {
+            None if required => {
+                problems.add(format!("{key}.{field}"), "is required");
+                None
+            }
+            None => None,
+            Some(toml::Value::Integer(n)) if (1..=100_000).contains(n) => u32::try_from(*n).ok(),
+            Some(_) => {
+                problems.add(
+                    format!("{key}.{field}"),
+                    "must be a whole number from 1 to 100000",
+                );
+                None
+            }
+        }
+    };
+    let rps = count("rps", true);
+    let burst = count("burst", false);
+    let mut word = |field: &str, allowed: &[&str], default: &'static str| -> Option<String> {
+        match table.get(field) {
+            None => Some(default.to_owned()),
+            Some(toml::Value::String(text)) if allowed.contains(&text.as_str()) => {
+                Some(text.clone())
+            }
+            Some(_) => {
+                let choices: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+                problems.add(
+                    format!("{key}.{field}"),
+                    format!("must be one of {}", choices.join(", ")),
+                );
+                None
+            }
+        }
+    };
+    let per = word("per", &["connection", "tenant"], "connection");
+    let over = word("over", &["wait", "reject"], "wait");
+    let max_wait = match table.get("max_wait") {
+        None => Some(Duration::from_secs(5)),
+        Some(toml::Value::String(text)) => {
+            problems.check(format!("{key}.max_wait"), parse_duration(text))
+        }
+        Some(_) => {
+            problems.add(format!("{key}.max_wait"), "must be a duration like \"5s\"");
+            None
+        }
+    };
+    if problems.0.len() > before {
+        return RateLimitChoice::Invalid;
+    }
+    match (rps, per, over, max_wait) {
+        (Some(rps), Some(per), Some(over), Some(max_wait)) => {
+            RateLimitChoice::On(RateLimitConfig {
+                rps,
+                burst: burst.unwrap_or(rps).min(rps),
+                per: if per == "tenant" {
+                    RateScope::Tenant
+                } else {
+                    RateScope::Connection
+                },
+                over: if over == "reject" {
+                    Over::Reject
+                } else {
+                    Over::Wait
+                },
+                max_wait,
+            })
+        }
+        _ => RateLimitChoice::Invalid,
     }
 }

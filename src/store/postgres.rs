@@ -24,6 +24,7 @@
 
 mod listen;
 mod lock;
+pub mod replicas;
 mod schema;
 mod session;
 
@@ -296,6 +297,17 @@ impl TokenStore for PgStore {
 
     fn changes(&self) -> Option<broadcast::Receiver<String>> {
         Some(self.changes.subscribe())
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        replica: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(usize, usize)>, StoreError>> {
+        Box::pin(async move { replicas::heartbeat(self, replica).await.map(Some) })
+    }
+
+    fn leave<'a>(&'a self, replica: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(replicas::leave(self, replica))
     }
 }
 

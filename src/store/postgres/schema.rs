@@ -14,8 +14,9 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x6265_6172_6572_6431;
 
 /// `(version, SQL)`, in order. Never edit a released entry; add a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
     "CREATE TABLE bearerd_tokens (
         name          text PRIMARY KEY,
         version       integer NOT NULL DEFAULT 1,
@@ -30,7 +31,17 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     );
     COMMENT ON TABLE bearerd_tokens IS
         'bearerd token records, one per connection; token columns are enc:v1: values when store.key is set';",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE bearerd_replicas (
+        id      text PRIMARY KEY,
+        seen_at timestamptz NOT NULL DEFAULT now()
+    );
+    COMMENT ON TABLE bearerd_replicas IS
+        'bearerd replicas sharing this store, by heartbeat; they split upstream rate limits';",
+    ),
+];
 
 /// Brings the schema to the newest version this build knows. Returns that version.
 pub(super) async fn migrate(client: Object) -> Result<i32, StoreError> {
