@@ -150,6 +150,21 @@ impl Metrics {
             )?,
             registry,
         };
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "bearerd_build_info",
+                "1, labelled with the running bearerd's version.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        metrics.registry.register(Box::new(build_info))?;
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         // Exposed at zero from the start, like the per-connection series.
         for op in ["load", "save", "lock"] {
             for result in ["ok", "error"] {

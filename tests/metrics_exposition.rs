@@ -19,8 +19,8 @@ use support::{
     eventually, get, send,
 };
 
-/// SPEC section 8: every metric and its type.
-const METRICS: [(&str, &str); 11] = [
+/// SPEC sections 8 and 11: every metric and its type.
+const METRICS: [(&str, &str); 15] = [
     ("bearerd_requests_total", "counter"),
     ("bearerd_request_duration_seconds", "histogram"),
     ("bearerd_upstream_unauthorized_total", "counter"),
@@ -32,6 +32,10 @@ const METRICS: [(&str, &str); 11] = [
     ("bearerd_token_generation", "gauge"),
     ("bearerd_connection_state", "gauge"),
     ("bearerd_store_operations_total", "counter"),
+    ("bearerd_build_info", "gauge"),
+    ("bearerd_rate_limited_total", "counter"),
+    ("bearerd_rate_limit_wait_seconds", "histogram"),
+    ("bearerd_upstream_throttled_total", "counter"),
 ];
 
 const STATES: [&str; 7] = [
@@ -211,6 +215,23 @@ fn assert_every_spec_metric(text: &str) {
         missing.is_empty(),
         "metrics missing from /metrics (or of the wrong type): {missing:?}\n{text}"
     );
+    assert!(
+        text.contains(&format!(
+            "bearerd_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "build info names the version"
+    );
+    for process in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(
+            text.contains(&format!("\n{process} ")),
+            "{process} is exposed"
+        );
+    }
     for (name, _) in METRICS {
         assert!(
             text.lines()
