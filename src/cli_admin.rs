@@ -1,4 +1,5 @@
-//! `bearerd status` and `bearerd disconnect`: talk to a running daemon's admin listener.
+//! `bearerd status`, `refresh`, `connect` and `disconnect`: talk to a running daemon's admin
+//! listener.
 //! With `BEARERD_ADMIN_TOKEN` set, requests carry it as a bearer token.
 
 use std::process::ExitCode;
@@ -61,6 +62,76 @@ pub fn disconnect(admin: &str, name: &str) -> ExitCode {
     }
 }
 
+/// Forces a refresh on the daemon (joining one in flight) and prints what came of it.
+pub fn refresh(admin: &str, name: &str) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
+    };
+    let url = format!("{}/connections/{name}/refresh", admin.trim_end_matches('/'));
+    match runtime.block_on(call_any(Method::POST, &url)) {
+        Ok((status, answer)) if answer.get("state").is_some() => {
+            let state = answer["state"].as_str().unwrap_or("-");
+            let generation = answer["generation"].as_u64().unwrap_or(0);
+            println!("{name}: {state} (generation {generation})");
+            if let Some(error) = answer["last_error"].as_str() {
+                println!("  last error: {error}");
+            }
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Ok((status, _)) => {
+            eprintln!("bearerd: cannot refresh {name} at {url}: HTTP {status}");
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("bearerd: cannot reach the daemon at {url}: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints the URL that connects NAME in a browser (after checking the daemon knows NAME).
+pub fn connect(admin: &str, name: &str) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
+    };
+    let base = admin.trim_end_matches('/');
+    let url = format!("{base}/connections/{name}");
+    match runtime.block_on(call_any(Method::GET, &url)) {
+        Ok((status, answer)) if status.is_success() => {
+            if answer["grant"] == "client_credentials" {
+                eprintln!(
+                    "bearerd: {name} uses client_credentials: there is nothing to connect in a browser"
+                );
+                return ExitCode::from(1);
+            }
+            let state = answer["state"].as_str().unwrap_or("-");
+            println!("{name} is {state}. To connect it, open this in a browser:");
+            println!("  {base}/connections/{name}/connect");
+            println!(
+                "(from another machine, use admin.public_url in place of {base}; the provider \
+                 sends the browser back there)"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((status, _)) if status == http::StatusCode::NOT_FOUND => {
+            eprintln!("bearerd: the daemon at {base} has no connection named {name}");
+            ExitCode::from(1)
+        }
+        Ok((status, _)) => {
+            eprintln!("bearerd: {url} answered HTTP {status}");
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("bearerd: cannot reach the daemon at {url}: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -74,7 +145,16 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
+/// A call whose answer must be a success.
 async fn call(method: Method, url: &str) -> Result<Value, String> {
+    match call_any(method, url).await? {
+        (status, _) if !status.is_success() => Err(format!("HTTP {status}")),
+        (_, value) => Ok(value),
+    }
+}
+
+/// A call and its status; a body that is not JSON is `Null`.
+async fn call_any(method: Method, url: &str) -> Result<(http::StatusCode, Value), String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut request = http::Request::builder().method(method).uri(url);
     if let Ok(token) = std::env::var("BEARERD_ADMIN_TOKEN") {
@@ -94,10 +174,11 @@ async fn call(method: Method, url: &str) -> Result<Value, String> {
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    if !status.is_success() {
-        return Err(format!("HTTP {status}"));
+    match serde_json::from_slice(&body) {
+        Ok(value) => Ok((status, value)),
+        Err(_) if !status.is_success() => Ok((status, Value::Null)),
+        Err(e) => Err(format!("not JSON: {e}")),
     }
-    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
 }
 
 fn table(connections: &[Value], now: SystemTime) -> String {

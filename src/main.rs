@@ -49,17 +49,21 @@ enum LogFormat {
 enum Command {
     /// Start the proxy listeners and the admin listener.
     Run {
+        /// The config file.
         #[arg(long, env = "BEARERD_CONFIG", default_value = "./bearerd.toml")]
         config: PathBuf,
     },
     /// Validate the config and print one line per connection.
     Check {
+        /// The config file.
         #[arg(long, env = "BEARERD_CONFIG", default_value = "./bearerd.toml")]
         config: PathBuf,
     },
     /// Store a refresh token read from standard input for connection NAME.
     Import {
+        /// The connection's name, as in the config.
         name: String,
+        /// The config file (its store is written).
         #[arg(long, env = "BEARERD_CONFIG", default_value = "./bearerd.toml")]
         config: PathBuf,
         /// Replace a refresh token that is already stored.
@@ -68,7 +72,25 @@ enum Command {
     },
     /// Disconnect NAME on a running daemon (tells the provider, deletes the tokens).
     Disconnect {
+        /// The connection's name, as in the config.
         name: String,
+        /// The running daemon's admin listener.
+        #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
+        admin: String,
+    },
+    /// Refresh NAME's token now on a running daemon (joins a refresh in flight).
+    Refresh {
+        /// The connection's name, as in the config.
+        name: String,
+        /// The running daemon's admin listener.
+        #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
+        admin: String,
+    },
+    /// Print the URL that connects NAME (authorization code) in a browser.
+    Connect {
+        /// The connection's name, as in the config.
+        name: String,
+        /// The running daemon's admin listener.
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
@@ -90,6 +112,7 @@ enum Command {
     },
     /// Show the connections of a running daemon.
     Status {
+        /// The running daemon's admin listener.
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
@@ -108,6 +131,8 @@ fn main() -> ExitCode {
             keep,
         } => demo(&token_ttl, listen, admin, keep, cli.log_format),
         Command::Disconnect { name, admin } => cli_admin::disconnect(&admin, &name),
+        Command::Refresh { name, admin } => cli_admin::refresh(&admin, &name),
+        Command::Connect { name, admin } => cli_admin::connect(&admin, &name),
         Command::Import {
             name,
             config,
@@ -120,10 +145,27 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|error| {
+    if !path.exists() {
+        eprintln!(
+            "bearerd: no config file at {}: give one with --config FILE or BEARERD_CONFIG \
+             (config.example.toml documents every key), or try `bearerd demo`",
+            path.display()
+        );
+        return Err(ExitCode::from(2));
+    }
+    let config = Config::load(path).map_err(|error| {
         eprintln!("bearerd: invalid config {}:\n{error}", path.display());
         ExitCode::from(2)
-    })
+    })?;
+    if config.connections.is_empty() {
+        eprintln!(
+            "bearerd: invalid config {}:\nconnection: no [[connection]] is configured; \
+             bearerd has nothing to proxy",
+            path.display()
+        );
+        return Err(ExitCode::from(2));
+    }
+    Ok(config)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -329,3 +329,131 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     assert_eq!(slow.json()["path"], "/delay/1500");
     assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
 }
+
+#[test]
+fn a_missing_config_file_says_how_to_give_one() {
+    let dir = TempDir::new("cli-missing");
+    let out = Command::new(BIN)
+        .args(["check"])
+        .env_remove("BEARERD_CONFIG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    for needle in ["bearerd.toml", "--config", "BEARERD_CONFIG"] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+}
+
+#[test]
+fn a_config_without_connections_exits_2() {
+    let dir = TempDir::new("cli-empty");
+    let path = dir.file("empty.toml", "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    for command in ["check", "run"] {
+        let out = bearerd(&[command, "--config", &path.display().to_string()]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        assert!(
+            text(&out.stderr).contains("no [[connection]]"),
+            "{command}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_and_connect_on_a_running_daemon() {
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    let upstream = Upstream::start(tokens.clone()).await;
+    let dir = TempDir::new("cli-refresh");
+    let (daemon, admin, _proxy) = run_daemon(&tokens, &upstream, &dir).await;
+    let run = |args: Vec<String>| async move {
+        tokio::process::Command::new(BIN)
+            .args(&args)
+            .env_remove("BEARERD_ADMIN")
+            .output()
+            .await
+            .unwrap()
+    };
+    let before = tokens.client_credentials_requests();
+    let out = run(vec![
+        "refresh".into(),
+        "crm".into(),
+        "--admin".into(),
+        admin.clone(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("crm: connected (generation "),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        tokens.client_credentials_requests(),
+        before + 1,
+        "one token request"
+    );
+
+    // client_credentials has nothing to connect in a browser; an unknown name is named.
+    let out = run(vec![
+        "connect".into(),
+        "crm".into(),
+        "--admin".into(),
+        admin.clone(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("client_credentials"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(vec![
+        "connect".into(),
+        "nope".into(),
+        "--admin".into(),
+        admin.clone(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no connection named nope"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(vec![
+        "refresh".into(),
+        "crm".into(),
+        "--admin".into(),
+        "http://127.0.0.1:1".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    daemon.terminate(Duration::from_secs(10)).await;
+
+    // An authorization-code connection: the URL to open.
+    let store = TempDir::new("cli-connect");
+    let bearerd = support::Bearerd::start(&support::ac_config(
+        "hotel",
+        "oauth2",
+        &tokens,
+        &upstream.url(),
+        store.path(),
+        "",
+    ))
+    .await;
+    let out = run(vec![
+        "connect".into(),
+        "hotel".into(),
+        "--admin".into(),
+        bearerd.admin.clone(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}/connections/hotel/connect", bearerd.admin)),
+        "{stdout}"
+    );
+}

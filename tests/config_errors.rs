@@ -543,6 +543,26 @@ fn an_unset_env_secret_is_a_misconfigured_connection_not_a_config_error() {
         reason.contains(VAR) && reason.contains("client_id"),
         "{reason}"
     );
+
+    // Both unreadable: both named at once.
+    let text = one_connection("")
+        .replace(
+            "client_id = \"bearerd\"",
+            &format!("client_id = {{ env = \"{VAR}\" }}"),
+        )
+        .replace(
+            "client_secret = \"not-the-secret-under-test\"",
+            &format!("client_secret = {{ env = \"{VAR}_2\" }}"),
+        );
+    let reason = config(&text).connections[0]
+        .credentials
+        .clone()
+        .err()
+        .unwrap();
+    assert!(
+        reason.contains("client_id") && reason.contains("client_secret"),
+        "{reason}"
+    );
 }
 
 #[test]

@@ -502,19 +502,26 @@ fn credentials(
 ) -> Result<Credentials, String> {
     let client_id = client_id
         .resolve()
-        .map_err(|e| format!("{key}.client_id: {e}"))?;
-    let client_secret = match client_secret {
-        Some(source) => Some(
+        .map_err(|e| format!("{key}.client_id: {e}"));
+    let client_secret = client_secret
+        .map(|source| {
             source
                 .resolve()
-                .map_err(|e| format!("{key}.client_secret: {e}"))?,
-        ),
-        None => None,
-    };
-    Ok(Credentials {
-        client_id,
-        client_secret,
-    })
+                .map_err(|e| format!("{key}.client_secret: {e}"))
+        })
+        .transpose();
+    // Every unreadable secret at once, so one fix-and-check round is enough.
+    match (client_id, client_secret) {
+        (Ok(client_id), Ok(client_secret)) => Ok(Credentials {
+            client_id,
+            client_secret,
+        }),
+        (id, secret) => Err([id.err(), secret.err()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
 }
 
 fn valid_name(name: &str) -> bool {
