@@ -42,6 +42,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("notify.secret: {0}")]
+    Notify(String),
 }
 
 /// A running bearerd.
@@ -162,6 +164,15 @@ impl App {
             let admin = Arc::clone(&admin);
             async move { admin.handle(request).await }
         };
+        if let (Some(notify), Some(store)) = (&config.notify, &store) {
+            app.refreshers.extend(start_notifications(
+                notify,
+                store,
+                &config.admin.public_url,
+                &app.connections,
+                &shutdown_rx,
+            )?);
+        }
         app.servers
             .push(tokio::spawn(serve(admin_listener, handler, shutdown_rx)));
         Ok(app)
@@ -264,12 +275,59 @@ async fn open_store(
         .filter(|c| c.grant == GrantKind::AuthorizationCode)
         .map(|c| c.name.clone())
         .collect();
-    if names.is_empty() {
+    // Client-credentials connections keep nothing, so a file store is opened only when
+    // something needs it: a refresh-token grant, or the notification outbox.
+    if names.is_empty() && config.notify.is_none() {
         return Ok(None);
     }
     let metrics = Some(Arc::clone(metrics));
     let store = store::open(&config.store, &names, metrics, Reach::RetryInBackground).await?;
     Ok(Some(store))
+}
+
+/// One watcher per connection and the delivery task, for `[notify]`.
+fn start_notifications(
+    notify: &crate::config::NotifyConfig,
+    store: &Arc<dyn TokenStore>,
+    public_url: &str,
+    connections: &[Arc<Connection>],
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, AppError> {
+    use crate::notify::{self, deliver};
+    let key = deliver::parse_secret(notify.secret.secret()).map_err(AppError::Notify)?;
+    let client = upstream::Clients::new(None, Duration::from_secs(5))
+        .map_err(|source| AppError::Upstream {
+            name: "notify".into(),
+            source,
+        })?
+        .client();
+    let context = notify::Context {
+        store: Arc::clone(store),
+        public_url: public_url.to_owned(),
+        stored: Arc::new(tokio::sync::Notify::new()),
+    };
+    let mut tasks: Vec<_> = connections
+        .iter()
+        .map(|c| {
+            tokio::spawn(notify::watch_connection(
+                Arc::clone(c),
+                context.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    let receiver = deliver::Receiver {
+        url: notify.url.clone(),
+        key: key.into(),
+    };
+    tasks.push(tokio::spawn(deliver::run(
+        Arc::clone(store),
+        receiver,
+        client,
+        context.stored,
+        shutdown.clone(),
+    )));
+    Ok(tasks)
 }
 
 /// What every connection is built from besides its own config.

@@ -33,6 +33,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Limits on app- and browser-facing connections, for every listener (SPEC section 13).
     pub limits: Limits,
+    /// Where state changes are announced (SPEC section 12); `None`: nowhere.
+    pub notify: Option<NotifyConfig>,
     pub shutdown_grace: Duration,
     pub connections: Vec<ConnectionConfig>,
 }
@@ -45,6 +47,14 @@ pub struct AdminConfig {
     pub auth_token: Option<SecretString>,
     /// Networks that may use the admin listener; empty means everyone who reaches it.
     pub allow_clients: Vec<IpNet>,
+}
+
+/// `[notify]`: the receiver of signed state-change events.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub url: Url,
+    /// A Standard Webhooks secret, `whsec_<base64>` (checked when the config is loaded).
+    pub secret: SecretString,
 }
 
 /// Timeouts and caps on the connections clients open to bearerd's listeners.

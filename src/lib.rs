@@ -35,6 +35,8 @@
 //! - [`discovery`]: RFC 8414 / OpenID metadata for `issuer`.
 //! - [`metrics`]: every metric name, one owned registry.
 //! - [`logging`]: the log filter, with every dependency held below debug.
+//! - [`notify`]: signed notifications of state changes someone must act on, from an
+//!   outbox in the store.
 //! - [`ratelimit`]: upstream request budgets: per-window quota, FIFO waiting, pauses.
 //! - [`scrub`]: provider text cleaned of every secret bearerd knows before it is stored,
 //!   logged or shown.
@@ -47,6 +49,7 @@ pub mod demo;
 pub mod discovery;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod ratelimit;
 pub mod scrub;

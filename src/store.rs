@@ -7,6 +7,7 @@
 //! the token fields of both when `store.key` is set. [`open`] builds the configured one.
 
 pub mod file;
+pub mod outbox;
 pub mod postgres;
 pub mod seal;
 
@@ -21,6 +22,7 @@ use tokio::sync::broadcast;
 use crate::config::{StoreConfig, StoreKind};
 use crate::metrics::Metrics;
 use crate::token::SecretString;
+pub use outbox::OutboxEntry;
 use seal::{KeyError, OpenError, Sealer};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -123,6 +125,19 @@ pub trait TokenStore: Send + Sync {
         let _ = replica;
         Box::pin(async { Ok(None) })
     }
+    /// Adds a notification to the outbox; an entry with the same id is left as it is (the
+    /// same change seen by another replica).
+    fn outbox_put<'a>(&'a self, entry: &'a OutboxEntry) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Claims up to `limit` entries due at `now` (Unix ms) for [`outbox::LEASE`].
+    fn outbox_claim(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StoreError>>;
+    /// After an attempt: stores the entry's new schedule (releasing the lease), or that it
+    /// is settled (`settled_at`: delivered or given up).
+    fn outbox_update<'a>(&'a self, entry: &'a OutboxEntry)
+    -> BoxFuture<'a, Result<(), StoreError>>;
     /// Withdraws this replica at a clean stop, so the others take its share at once.
     fn leave<'a>(&'a self, replica: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let _ = replica;

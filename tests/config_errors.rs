@@ -650,3 +650,39 @@ fn a_malformed_rate_limit_names_its_key() {
         assert!(e.names(key), "{extra}: {e}");
     }
 }
+
+#[test]
+fn a_malformed_notify_table_names_its_key_and_not_the_secret() {
+    let valid = "whsec_c2VjcmV0LWtleS1mb3ItdGhlLW5vdGlmeS10ZXN0cw==";
+    let ok = config(&format!(
+        "{}\n[notify]\nurl = \"https://ops.example.com/hook\"\nsecret = \"{valid}\"\n",
+        one_connection("")
+    ));
+    assert_eq!(
+        ok.notify.as_ref().map(|n| n.url.as_str()),
+        Some("https://ops.example.com/hook")
+    );
+    for (table, key) in [
+        ("url = \"nowhere\"\nsecret = \"{valid}\"", "notify.url"),
+        (
+            "url = \"https://h/x\"\nsecret = \"plain-secret-value-123\"",
+            "notify.secret",
+        ),
+        (
+            "url = \"https://h/x\"\nsecret = \"whsec_###not-base64###\"",
+            "notify.secret",
+        ),
+        ("url = \"https://h/x\"", "missing field `secret`"),
+    ] {
+        let text = format!(
+            "{}\n[notify]\n{}\n",
+            one_connection(""),
+            table.replace("{valid}", valid)
+        );
+        let e = error(&text);
+        assert!(e.names(key) || e.to_string().contains(key), "{table}: {e}");
+        for secret in ["plain-secret-value-123", "###not-base64###"] {
+            assert!(!e.to_string().contains(secret), "{e}");
+        }
+    }
+}

@@ -297,7 +297,7 @@ async fn migrations_run_concurrently_and_import_reaches_every_replica() {
     let daemons: Vec<_> = replicas.iter().map(Replica::start).collect();
     let count = "SELECT count(*)::text FROM bearerd_schema";
     // Every migration applied once, however many replicas raced to apply it.
-    let all = vec![Some("2".to_owned())];
+    let all = vec![Some("3".to_owned())];
     eventually(Duration::from_secs(20), "schema migrated", || async {
         let tables = db
             .column("SELECT to_regclass('bearerd_schema')::text")
@@ -350,7 +350,15 @@ async fn migrations_run_concurrently_and_import_reaches_every_replica() {
         assert!(!output.stderr.contains("ERROR"), "{}", output.stderr);
         applied += output.stderr.matches("applied schema migration").count();
     }
-    assert_eq!(applied, 1, "exactly one process applies migration 1");
+    // Each migration is applied once, by whichever process got there first.
+    let migrations = all[0]
+        .as_deref()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap();
+    assert_eq!(
+        applied, migrations,
+        "each migration applied by exactly one process"
+    );
 
     // In process: eight stores opening at once on another empty database.
     let Some(fresh) = TestDb::create("migrate8").await else {
@@ -389,4 +397,55 @@ async fn replicas_see_each_other_by_heartbeat_and_leave_cleanly() {
     )
     .await;
     assert_eq!(b.heartbeat("replica-b").await.unwrap(), Some((0, 1)));
+}
+
+/// The notification outbox in postgres: an event id is stored once, a claim leases it to one
+/// replica, a settled event is neither claimed again nor stored again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_claims_each_event_for_one_replica() {
+    use bearerd::store::OutboxEntry;
+    let Some(db) = TestDb::create("outbox").await else {
+        return;
+    };
+    let (a, b) = (db.store(None).await, db.store(None).await);
+    let now = bearerd::notify::unix_ms(SystemTime::now());
+    let entry = |id: &str| OutboxEntry {
+        id: id.to_owned(),
+        body: format!("{{\"id\":\"{id}\"}}"),
+        created_at: now,
+        attempts: 0,
+        next_at: now,
+        lease_until: None,
+        settled_at: None,
+    };
+    a.outbox_put(&entry("evt_1")).await.unwrap();
+    b.outbox_put(&entry("evt_1")).await.unwrap();
+    a.outbox_put(&entry("evt_2")).await.unwrap();
+    let (first, second) = tokio::join!(a.outbox_claim(now, 10), b.outbox_claim(now, 10));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let mut ids: Vec<String> = first.iter().chain(&second).map(|e| e.id.clone()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["evt_1", "evt_2"],
+        "each event claimed once, the duplicate put ignored"
+    );
+    // Leased: not claimable again until the lease ends.
+    assert!(a.outbox_claim(now, 10).await.unwrap().is_empty());
+    // evt_1 delivered, evt_2 rescheduled.
+    let mut settled = entry("evt_1");
+    settled.settled_at = Some(now);
+    settled.attempts = 1;
+    a.outbox_update(&settled).await.unwrap();
+    let mut retry = entry("evt_2");
+    retry.attempts = 1;
+    retry.next_at = now + 1_000;
+    a.outbox_update(&retry).await.unwrap();
+    assert!(a.outbox_claim(now, 10).await.unwrap().is_empty());
+    let later = b.outbox_claim(now + 1_000, 10).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!((later[0].id.as_str(), later[0].attempts), ("evt_2", 1));
+    // A replica that noticed the delivered change late does not store it again.
+    b.outbox_put(&entry("evt_1")).await.unwrap();
+    assert!(b.outbox_claim(now + 30_000, 10).await.unwrap().is_empty());
 }

@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub store: Option<RawStore>,
     pub runtime: Option<RawRuntime>,
     pub limits: Option<RawLimits>,
+    pub notify: Option<RawNotify>,
     pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub connection: Vec<RawConnection>,
@@ -42,6 +43,13 @@ pub struct RawStore {
 pub struct RawRuntime {
     pub worker_threads: Option<usize>,
     pub fast_path: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub url: String,
+    pub secret: SecretSource,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,11 +11,11 @@ use ipnet::IpNet;
 use url::Url;
 
 use super::preset::preset;
-use super::raw::{RawAdmin, RawConfig, RawConnection, RawLimits, RawStore};
+use super::raw::{RawAdmin, RawConfig, RawConnection, RawLimits, RawNotify, RawStore};
 use super::{
     AdminConfig, ClientAuth, Config, ConfigError, ConnectionConfig, Credentials, GrantKind, Limits,
-    Over, Problem, Provider, RateLimitConfig, RateScope, Revocation, RuntimeConfig, StoreConfig,
-    StoreKind, parse_duration, parse_size,
+    NotifyConfig, Over, Problem, Provider, RateLimitConfig, RateScope, Revocation, RuntimeConfig,
+    StoreConfig, StoreKind, parse_duration, parse_size,
 };
 
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
@@ -63,6 +63,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             .unwrap_or(true),
     };
     let limits = limits(raw.limits, &mut problems);
+    let notify = raw.notify.and_then(|n| notify(n, &mut problems));
     if runtime.worker_threads == Some(0) {
         problems.add("runtime.worker_threads", "must be at least 1");
     }
@@ -99,6 +100,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             store,
             runtime,
             limits,
+            notify,
             shutdown_grace,
             connections,
         }),
@@ -646,4 +648,15 @@ fn rate_limit(key: &str, value: &toml::Value, problems: &mut Problems) -> RateLi
         }
         _ => RateLimitChoice::Invalid,
     }
+}
+
+fn notify(raw: RawNotify, problems: &mut Problems) -> Option<NotifyConfig> {
+    let url = problems.check("notify.url", http_url(&raw.url));
+    let secret = problems.check("notify.secret", raw.secret.resolve())?;
+    // The message says what is wrong with the format, never the value.
+    problems.check(
+        "notify.secret",
+        crate::notify::deliver::parse_secret(secret.secret()),
+    )?;
+    Some(NotifyConfig { url: url?, secret })
 }

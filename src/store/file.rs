@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::outbox::{FileOutbox, OutboxEntry};
 use super::seal::Sealer;
 use super::{BoxFuture, Record, RecordJson, StoreError, StoreLock, TokenStore};
 use crate::metrics::Metrics;
 
 pub struct FileStore {
     dir: PathBuf,
+    outbox: FileOutbox,
     metrics: Option<Arc<Metrics>>,
     sealer: Option<Arc<Sealer>>,
 }
@@ -45,6 +47,7 @@ impl FileStore {
         }
         Ok(Self {
             dir: dir.to_owned(),
+            outbox: FileOutbox::new(dir),
             metrics,
             sealer: None,
         })
@@ -224,6 +227,25 @@ impl TokenStore for FileStore {
 
     fn poll_interval(&self) -> Duration {
         Duration::from_secs(2)
+    }
+
+    fn outbox_put<'a>(&'a self, entry: &'a OutboxEntry) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.outbox.put(entry, false) })
+    }
+
+    fn outbox_claim(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StoreError>> {
+        Box::pin(async move { self.outbox.claim(now, limit) })
+    }
+
+    fn outbox_update<'a>(
+        &'a self,
+        entry: &'a OutboxEntry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.outbox.put(entry, true) })
     }
 }
 

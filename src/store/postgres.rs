@@ -24,6 +24,7 @@
 
 mod listen;
 mod lock;
+mod outbox;
 pub mod replicas;
 mod schema;
 mod session;
@@ -308,6 +309,28 @@ impl TokenStore for PgStore {
 
     fn leave<'a>(&'a self, replica: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(replicas::leave(self, replica))
+    }
+
+    fn outbox_put<'a>(
+        &'a self,
+        entry: &'a crate::store::OutboxEntry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(outbox::put(self, entry))
+    }
+
+    fn outbox_claim(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::OutboxEntry>, StoreError>> {
+        Box::pin(outbox::claim(self, now, limit))
+    }
+
+    fn outbox_update<'a>(
+        &'a self,
+        entry: &'a crate::store::OutboxEntry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(outbox::update(self, entry))
     }
 }
 

@@ -41,6 +41,21 @@ const MIGRATIONS: &[(i32, &str)] = &[
     COMMENT ON TABLE bearerd_replicas IS
         'bearerd replicas sharing this store, by heartbeat; they split upstream rate limits';",
     ),
+    (
+        3,
+        "CREATE TABLE bearerd_outbox (
+        id          text PRIMARY KEY,
+        body        text NOT NULL,
+        created_at  timestamptz NOT NULL,
+        attempts    integer NOT NULL DEFAULT 0,
+        next_at     timestamptz NOT NULL,
+        lease_until timestamptz,
+        settled_at  timestamptz
+    );
+    CREATE INDEX bearerd_outbox_due ON bearerd_outbox (next_at);
+    COMMENT ON TABLE bearerd_outbox IS
+        'bearerd notifications waiting for delivery (no tokens in them)';",
+    ),
 ];
 
 /// Brings the schema to the newest version this build knows. Returns that version.
