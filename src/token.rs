@@ -7,6 +7,7 @@
 //! construction: asking "newer than G" when the cell already holds a newer generation is
 //! answered at once, and many askers of the same G share one refresh.
 
+pub mod import;
 pub mod oauth;
 pub mod refresher;
 pub mod schedule;
