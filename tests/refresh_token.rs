@@ -496,12 +496,13 @@ async fn a_rejection_after_a_lost_answer_says_the_grant_may_have_rotated() {
     assert!(reason.contains("reconnect"), "{reason}");
 }
 
-/// `bearerd run` for one refresh-token connection `hotel` (store `store`) whose token
-/// endpoint answers every request with 503 echoing the request body; returns what
+/// `bearerd run` for one refresh-token connection `hotel` whose token endpoint answers
+/// every request with 503 echoing the request (`Authorization` and body); returns what
 /// `/connections/hotel` said and everything the daemon logged, with `log` as `BEARERD_LOG`.
 async fn echoing_provider_run(
     tokens: &TokenServer,
     upstream: &Upstream,
+    client_auth: &str,
     log: Option<&str>,
 ) -> (serde_json::Value, String) {
     let dir = support::TempDir::new("echo");
@@ -512,7 +513,8 @@ async fn echoing_provider_run(
     }
     // Never ready (no valid token), so started by hand rather than with `start_daemon`.
     let ports = [support::free_port(), support::free_port()];
-    let config = ac_config("hotel", "oauth2", tokens, &upstream.url(), &store, "")
+    let extra = format!("client_auth = \"{client_auth}\"");
+    let config = ac_config("hotel", "oauth2", tokens, &upstream.url(), &store, &extra)
         .replacen(
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"127.0.0.1:{}\"", ports[0]),
@@ -555,16 +557,26 @@ async fn secrets_a_provider_echoes_are_not_stored_shown_or_logged() {
     .await;
     let upstream = Upstream::start(tokens.clone()).await;
     let encoded: String = form_urlencoded::byte_serialize(client_secret.as_bytes()).collect();
-    for log in [None, Some("trace")] {
-        let (status, logged) = echoing_provider_run(&tokens, &upstream, log).await;
+    let basic = support::basic_auth(&tokens.client_id(), client_secret);
+    let basic = basic.trim_start_matches("Basic ");
+    for (client_auth, log) in [
+        ("client_secret_post", None),
+        ("client_secret_post", Some("trace")),
+        ("client_secret_basic", None),
+        ("client_secret_basic", Some("trace")),
+    ] {
+        let (status, logged) = echoing_provider_run(&tokens, &upstream, client_auth, log).await;
         let last_error = status["last_error"].as_str().unwrap().to_owned();
-        assert!(
-            last_error.contains("refresh_token=[redacted]"),
-            "{last_error}"
-        );
+        let echoed = match client_auth {
+            "client_secret_post" => "client_secret=[redacted]",
+            _ => "Basic [redacted]",
+        };
+        for shown in ["refresh_token=[redacted]", echoed] {
+            assert!(last_error.contains(shown), "{last_error}");
+        }
         assert!(
             logged.contains("could not process"),
-            "the echo was logged ({log:?}):\n{logged}"
+            "the echo was logged ({client_auth}, {log:?}):\n{logged}"
         );
         let refresh_tokens: Vec<String> = tokens
             .token_request_log()
@@ -576,9 +588,13 @@ async fn secrets_a_provider_echoes_are_not_stored_shown_or_logged() {
             client_secret,
             encoded.as_str(),
             "cs-Q",
+            basic,
         ]) {
             assert!(!last_error.contains(secret), "{secret} in {last_error}");
-            assert!(!logged.contains(secret), "{secret} logged ({log:?})");
+            assert!(
+                !logged.contains(secret),
+                "{secret} logged ({client_auth}, {log:?})"
+            );
         }
     }
 }

@@ -151,8 +151,10 @@ impl TokenEndpoint {
     ) -> Result<TokenSet, TokenFailure> {
         let result = self.exchange(&grant).await;
         result.map_err(|failure| {
+            let basic = self.basic_credentials();
             let mut secrets = grant.secrets();
             secrets.extend(self.credentials.client_secret.as_ref().map(|s| s.secret()));
+            secrets.extend(basic.as_deref());
             secrets.extend_from_slice(also_secret);
             failure.scrubbed(&secrets)
         })
@@ -283,6 +285,17 @@ impl TokenEndpoint {
         } else {
             Err(format!("{what} answered HTTP {}", status.as_u16()))
         }
+    }
+
+    /// The base64 part of the `Authorization: Basic` value this client sends, if it uses
+    /// client_secret_basic: an echo of the header carries the secret in that form.
+    fn basic_credentials(&self) -> Option<String> {
+        let secret = self.credentials.client_secret.as_ref()?;
+        if self.auth != ClientAuth::ClientSecretBasic {
+            return None;
+        }
+        let header = basic_auth(self.credentials.client_id.secret(), secret.secret());
+        header.strip_prefix("Basic ").map(str::to_owned)
     }
 
     /// A form POST carrying the client's authentication (post or basic).

@@ -88,8 +88,9 @@ pub enum Failure {
     /// Handle the request normally (commit any rotation), then hold the answer this long:
     /// a provider that stalls after acting, so a client that gives up first loses the answer.
     CommitThenStall(Duration),
-    /// 503 `temporarily_unavailable` whose `error_description` echoes the request body
-    /// (refresh token and client secret included), as a misbehaving provider might.
+    /// 503 `temporarily_unavailable` whose `error_description` echoes the request's
+    /// `Authorization` header and body (client secret and refresh token included), as a
+    /// misbehaving provider might.
     EchoBody503,
 }
 

@@ -112,7 +112,11 @@ async fn handle_token(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp,
         Some(Failure::EchoBody503) => Ok(oauth_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
-            &format!("could not process {}", String::from_utf8_lossy(&p.body)),
+            &format!(
+                "could not process {} {}",
+                p.auth.as_deref().unwrap_or("-"),
+                String::from_utf8_lossy(&p.body)
+            ),
         )),
         Some(f) => Ok(failure_response(&f).unwrap_or_else(|| process_token(&inner, p))),
     }
