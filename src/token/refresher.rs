@@ -295,8 +295,8 @@ async fn next_change(changes: &mut Option<broadcast::Receiver<String>>) -> Optio
 
 /// Keeps the state gauge true to the clock. A token that expires while its refresh is still
 /// running (or failing) is reported `degraded` from that moment ([`TokenState::reported_state`]);
-/// nothing is written to the cell then, so the gauge is re-published at each expiry. Ends
-/// when the refresher is gone.
+/// nothing is written to the cell then, so the gauge is re-published at each expiry. Runs
+/// beside the refresher's loop and ends with it.
 async fn report_expiry(connection: Arc<Connection>) {
     let mut changes = connection.changed.subscribe();
     loop {
