@@ -402,7 +402,7 @@ fn build_connection(
                 c.client_auth,
                 &c.scopes,
                 client.clone(),
-                c.timeout,
+                c.token_timeout,
             );
             let grant = match c.grant {
                 GrantKind::ClientCredentials => Grant::ClientCredentials,
@@ -424,7 +424,7 @@ fn build_connection(
     let (connection, commands) = Connection::new(
         c.name.clone(),
         initial,
-        c.timeout,
+        c.token_wait,
         metrics.connection(&c.name),
     );
     let store = match c.grant {

@@ -1,13 +1,18 @@
-//! `bearerd import NAME`: store a refresh token read from standard input for a connection,
-//! for integrations that already hold one. A running daemon adopts it on its next store
-//! poll (every 2 s with the file store) or, with postgres, at once (`NOTIFY`).
+//! `bearerd import NAME`: read a refresh token from standard input, redeem it at the
+//! connection's token endpoint, and store the pair the provider returns
+//! ([`bearerd::token::import`]). Nothing is stored unless the provider accepts the token. A
+//! running daemon adopts the new record on its next store poll (every 2 s with the file
+//! store) or, with postgres, at once (`NOTIFY`).
 
 use std::io::Read;
 use std::process::ExitCode;
 
-use bearerd::config::{Config, GrantKind};
-use bearerd::store::{Reach, import};
+use bearerd::config::{Config, ConnectionConfig, GrantKind};
+use bearerd::store::Reach;
 use bearerd::token::SecretString;
+use bearerd::token::import::import;
+use bearerd::token::oauth::TokenEndpoint;
+use bearerd::{discovery, upstream};
 
 pub fn run(config: &Config, name: &str, force: bool) -> ExitCode {
     let Some(connection) = config.connections.iter().find(|c| c.name == name) else {
@@ -20,17 +25,13 @@ pub fn run(config: &Config, name: &str, force: bool) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let mut input = String::new();
-    if let Err(error) = std::io::stdin().read_to_string(&mut input) {
-        eprintln!("bearerd: cannot read standard input: {error}");
-        return ExitCode::from(1);
-    }
-    let token = input.trim();
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        eprintln!("bearerd: expected one refresh token on standard input");
-        return ExitCode::from(1);
-    }
-    let token = SecretString::new(token.to_owned());
+    let token = match read_token() {
+        Ok(token) => token,
+        Err(message) => {
+            eprintln!("bearerd: {message}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -42,20 +43,71 @@ pub fn run(config: &Config, name: &str, force: bool) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let endpoint = token_endpoint(connection).await?;
         let names = [name.to_owned()];
-        let store = bearerd::store::open(&config.store, &names, None, Reach::Required).await?;
-        import(store.as_ref(), name, token, force).await
+        let store = bearerd::store::open(&config.store, &names, None, Reach::Required)
+            .await
+            .map_err(|e| e.to_string())?;
+        import(store.as_ref(), &endpoint, name, token, force)
+            .await
+            .map_err(|e| e.to_string())
     });
     match result {
         Ok(generation) => {
             println!(
-                "stored a refresh token for {name} (generation {generation}); a running bearerd adopts it within seconds"
+                "the provider accepted the refresh token; stored the new tokens for {name} (generation {generation}); a running bearerd adopts them within seconds"
             );
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            eprintln!("bearerd: {error}");
+        Err(message) => {
+            eprintln!("bearerd: import {name}: {message}");
             ExitCode::from(1)
         }
     }
+}
+
+/// One refresh token, trimmed, from standard input.
+fn read_token() -> Result<SecretString, String> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|error| format!("cannot read standard input: {error}"))?;
+    let token = input.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("expected one refresh token on standard input".into());
+    }
+    Ok(SecretString::new(token.to_owned()))
+}
+
+/// The connection's token endpoint as the daemon builds it: its credentials, client
+/// authentication, `token_timeout`, and a `token_url` from the issuer's metadata if needed.
+async fn token_endpoint(c: &ConnectionConfig) -> Result<TokenEndpoint, String> {
+    let credentials = c
+        .credentials
+        .clone()
+        .map_err(|reason| format!("credentials unavailable: {reason}"))?;
+    let client = upstream::Clients::new(c.ca_file.as_deref(), c.connect_timeout)
+        .map_err(|e| e.to_string())?
+        .client();
+    let token_url = match (&c.token_url, &c.issuer) {
+        (Some(url), _) => url.clone(),
+        (None, Some(issuer)) => {
+            let metadata = discovery::discover(&client, issuer, c.connect_timeout + c.timeout)
+                .await
+                .map_err(|e| format!("connection[{}].issuer: {e}", c.name))?;
+            metadata
+                .token_endpoint
+                .and_then(|u| url::Url::parse(&u).ok())
+                .ok_or_else(|| format!("the issuer {issuer} names no token endpoint"))?
+        }
+        (None, None) => return Err("no token endpoint is known".into()),
+    };
+    Ok(TokenEndpoint::new(
+        token_url,
+        credentials,
+        c.client_auth,
+        &c.scopes,
+        client,
+        c.token_timeout,
+    ))
 }

@@ -25,7 +25,8 @@
 //!   HTTP/1.1 fast path.
 //! - [`upstream`]: rustls client, base URL joining.
 //! - [`token`]: the token cell; [`token::refresher`] (single writer, schedule, backoff),
-//!   [`token::oauth`] (token endpoint and failure classification), [`token::schedule`].
+//!   [`token::oauth`] (token endpoint and failure classification), [`token::schedule`],
+//!   [`token::import`] (`bearerd import`: redeem first, store what the provider returns).
 //! - [`admin`]: health, readiness, metrics, status JSON and page, manual refresh, the
 //!   connect flow's routes, disconnect, webhooks.
 //! - [`connect`]: connect-flow state and PKCE, HTML pages, webhook parsing.

@@ -59,14 +59,16 @@ enum Command {
         #[arg(long, env = "BEARERD_CONFIG", default_value = "./bearerd.toml")]
         config: PathBuf,
     },
-    /// Store a refresh token read from standard input for connection NAME.
+    /// Redeem a refresh token read from standard input for connection NAME and store the
+    /// tokens the provider returns (nothing is stored if it rejects the token).
     Import {
         /// The connection's name, as in the config.
         name: String,
         /// The config file (its store is written).
         #[arg(long, env = "BEARERD_CONFIG", default_value = "./bearerd.toml")]
         config: PathBuf,
-        /// Replace a refresh token that is already stored.
+        /// Also when a usable grant is stored: it is replaced only if the provider accepts
+        /// the given token.
         #[arg(long)]
         force: bool,
     },

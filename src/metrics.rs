@@ -274,7 +274,8 @@ impl ConnectionMetrics {
         self.refresh_duration.observe(elapsed.as_secs_f64());
     }
 
-    /// Mirrors a new cell value into the gauges.
+    /// Mirrors a cell value into the gauges, the state as reported now (the refresher
+    /// calls this again when a token expires).
     pub fn publish(&self, state: &TokenState) {
         let expiry = state
             .expires_at_wall
@@ -287,8 +288,9 @@ impl ConnectionMetrics {
                 0
             });
         self.generation.set(state.generation as i64);
+        let reported = state.reported_state(tokio::time::Instant::now());
         for (gauge, s) in self.states.iter().zip(ConnState::ALL) {
-            gauge.set(i64::from(s == state.state));
+            gauge.set(i64::from(s == reported));
         }
     }
 }

@@ -341,8 +341,9 @@ pub async fn open(
     }
 }
 
-/// `bearerd import`: store a refresh token an integration already holds, as a new
-/// generation. Refuses to replace a stored refresh token unless `force`.
+/// Stores a refresh token as a new generation without asking the provider (a running
+/// bearerd redeems it). Refuses to replace a stored refresh token unless `force`. Tests seed
+/// stores with it; `bearerd import` validates first ([`crate::token::import`]).
 pub async fn import(
     store: &dyn TokenStore,
     connection: &str,

@@ -7,6 +7,7 @@
 //! construction: asking "newer than G" when the cell already holds a newer generation is
 //! answered at once, and many askers of the same G share one refresh.
 
+pub mod import;
 pub mod oauth;
 pub mod refresher;
 pub mod schedule;
@@ -116,6 +117,12 @@ impl TokenState {
         self.bearer.is_some() && self.expires_at.is_none_or(|at| at > now)
     }
 
+    /// The state to report at `now` ([`ConnState::reported`]): `degraded` once the token
+    /// has expired while its refresh runs or fails, whatever was last written.
+    pub fn reported_state(&self, now: Instant) -> ConnState {
+        ConnState::reported(self.state, self.expires_at, now)
+    }
+
     /// Why a caller that needs a newer token should not wait, if it should not.
     fn refusal(&self, now: Instant) -> Option<TokenError> {
         if self.state.is_dead_end() {
@@ -190,9 +197,18 @@ impl Connection {
         self.commands.send(command).await.is_ok()
     }
 
-    /// A snapshot of the cell, for status reporting.
+    /// A snapshot of the cell for status reporting, its `state` as reported now
+    /// ([`TokenState::reported_state`]). The refresher and the request path read the cell
+    /// itself.
     pub fn snapshot(&self) -> Arc<TokenState> {
-        self.cell.load_full()
+        let current = self.cell.load_full();
+        let reported = current.reported_state(Instant::now());
+        if reported == current.state {
+            return current;
+        }
+        let mut shown = TokenState::clone(&current);
+        shown.state = reported;
+        Arc::new(shown)
     }
 
     /// A token for a request. Lock-free when the current token is usable; otherwise joins

@@ -457,3 +457,124 @@ async fn refresh_and_connect_on_a_running_daemon() {
         "{stdout}"
     );
 }
+
+/// `bearerd import NAME [--force] --config CONFIG` with `token` on standard input.
+async fn import(config: &Path, name: &str, token: &str, force: bool) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut args = vec!["import", name, "--config", config.to_str().unwrap()];
+    if force {
+        args.push("--force");
+    }
+    let mut child = tokio::process::Command::new(BIN)
+        .args(&args)
+        .env_remove("BEARERD_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{token}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
+/// A refresh-token connection `hotel` with a file store in `dir`, written to a file there.
+fn import_config(tokens: &TokenServer, upstream: &Upstream, dir: &TempDir) -> std::path::PathBuf {
+    let store = dir.path().join("store");
+    let config = support::ac_config("hotel", "oauth2", tokens, &upstream.url(), &store, "");
+    dir.file("bearerd.toml", &config)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_stores_only_what_the_provider_accepts() {
+    // One-time refresh tokens: a consumed one is rejected and nothing else happens.
+    let tokens = TokenServer::start(TokenServerConfig {
+        rotation: support::Rotation::OneTime,
+        ..TokenServerConfig::default()
+    })
+    .await;
+    let upstream = Upstream::start(tokens.clone()).await;
+    let dir = TempDir::new("cli-import");
+    let config = import_config(&tokens, &upstream, &dir);
+    let store = dir.path().join("store");
+
+    // A good token: redeemed, and the pair the provider returned is stored.
+    let first = tokens.seed_grant();
+    let out = import(&config, "hotel", &first, false).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("generation 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(tokens.refresh_requests(), 1);
+    let good = support::stored(&store, "hotel").await.unwrap();
+    assert_eq!(good.generation, 1);
+    assert!(good.access_token.is_some());
+    let rotated = good.refresh_token.clone().unwrap();
+    assert_ne!(
+        rotated.secret(),
+        first,
+        "the rotated refresh token is stored"
+    );
+
+    // Without --force a usable stored grant is left alone and the provider is not asked.
+    let other = tokens.seed_grant();
+    let out = import(&config, "hotel", &other, false).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--force"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(tokens.refresh_requests(), 1);
+
+    // --force with a stale token: the provider rejects it, nothing changes.
+    let out = import(&config, "hotel", &first, true).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not accept"), "{stderr}");
+    assert!(stderr.contains("invalid_grant"), "{stderr}");
+    assert!(!stderr.contains(&first), "{stderr}");
+    assert_eq!(tokens.refresh_requests(), 2);
+    assert_eq!(support::stored(&store, "hotel").await.unwrap(), good);
+
+    // The stored good grant still works: a daemon serves with it and refreshes it.
+    let bearerd = support::Bearerd::start(&std::fs::read_to_string(&config).unwrap()).await;
+    let conn = bearerd.app.connection("hotel").unwrap();
+    eventually(Duration::from_secs(10), "hotel connected", || {
+        let state = conn.snapshot().state;
+        async move { (state == bearerd::token::ConnState::Connected).then_some(()) }
+    })
+    .await;
+    let response = support::get(&format!("{}/x", bearerd.proxy("hotel")), None)
+        .await
+        .unwrap();
+    assert_eq!(response.status, http::StatusCode::OK, "{}", response.text());
+    let refreshed = conn.refresh_now().await;
+    assert_eq!(refreshed.generation, 2, "{:?}", refreshed.last_error);
+
+    // --force with a good token replaces the stored grant.
+    let out = import(&config, "hotel", &other, true).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let replaced = support::stored(&store, "hotel").await.unwrap();
+    assert_eq!(replaced.generation, 3);
+    assert!(replaced.access_token.is_some());
+    // The running daemon adopts it without redeeming anything itself.
+    let requests = tokens.refresh_requests();
+    eventually(
+        Duration::from_secs(10),
+        "the daemon adopts generation 3",
+        || {
+            let generation = conn.snapshot().generation;
+            async move { (generation == 3).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(tokens.refresh_requests(), requests);
+    bearerd.app.shutdown().await;
+}

@@ -117,6 +117,9 @@ async fn a_thousand_requests_with_an_expired_token_cause_one_refresh() {
     connected(&bearerd, 2).await;
     let conn = bearerd.app.connection("hotel").unwrap();
     r.tokens.script(Failure::Delay(Duration::from_millis(1500)));
+    // The refreshed token lives long: on a loaded machine a slow stampede must not outlive
+    // it and meet the next expiry (a second, legitimate refresh, or an upstream 401).
+    r.tokens.set_lifetime(Some(Duration::from_secs(3600)));
     until(Duration::from_secs(5), "expiry", || {
         !conn.snapshot().has_valid_token(Instant::now())
     })
@@ -451,4 +454,150 @@ async fn requests_at_start_wait_for_the_first_refresh_of_an_imported_grant() {
         );
     }
     assert_eq!(r.tokens.refresh_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejection_after_a_lost_answer_says_the_grant_may_have_rotated() {
+    // The provider rotates on the first refresh but holds its answer past token_timeout;
+    // the retry presents the old, consumed refresh token and is rejected.
+    let r = rig(
+        Rotation::OneTime,
+        Duration::from_secs(3600),
+        "token_timeout = \"1s\"",
+    )
+    .await;
+    let bearerd = Bearerd::start(&r.config).await;
+    connected(&bearerd, 2).await;
+    r.tokens
+        .script(Failure::CommitThenStall(Duration::from_secs(30)));
+    force_refresh(&bearerd).await;
+    let conn = bearerd.app.connection("hotel").unwrap();
+    until(Duration::from_secs(10), "needs_authorization", || {
+        conn.snapshot().state == ConnState::NeedsAuthorization
+    })
+    .await;
+    assert_eq!(
+        r.tokens.refresh_requests(),
+        3,
+        "start, the lost one, the retry"
+    );
+    assert_eq!(
+        r.tokens.successful_refreshes(),
+        2,
+        "the lost one was committed"
+    );
+    let status = support::get(&format!("{}/connections/hotel", bearerd.admin), None)
+        .await
+        .unwrap()
+        .json();
+    let reason = status["last_error"].as_str().unwrap().to_owned();
+    assert!(reason.contains("invalid_grant"), "{reason}");
+    assert!(
+        reason.contains("may have rotated the grant while its answer was lost"),
+        "{reason}"
+    );
+    assert!(reason.contains("reconnect"), "{reason}");
+}
+
+/// `bearerd run` for one refresh-token connection `hotel` whose token endpoint answers
+/// every request with 503 echoing the request (`Authorization` and body); returns what
+/// `/connections/hotel` said and everything the daemon logged, with `log` as `BEARERD_LOG`.
+async fn echoing_provider_run(
+    tokens: &TokenServer,
+    upstream: &Upstream,
+    client_auth: &str,
+    log: Option<&str>,
+) -> (serde_json::Value, String) {
+    let dir = support::TempDir::new("echo");
+    let store = dir.path().join("store");
+    seed_store(&store, "hotel", &tokens.seed_grant()).await;
+    for _ in 0..50 {
+        tokens.script(Failure::EchoBody503);
+    }
+    // Never ready (no valid token), so started by hand rather than with `start_daemon`.
+    let ports = [support::free_port(), support::free_port()];
+    let extra = format!("client_auth = \"{client_auth}\"");
+    let config = ac_config("hotel", "oauth2", tokens, &upstream.url(), &store, &extra)
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{}\"", ports[0]),
+            1,
+        )
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{}\"", ports[1]),
+            1,
+        );
+    let path = dir.file("bearerd.toml", &config);
+    let envs: Vec<(&str, &str)> = log
+        .map(|level| ("BEARERD_LOG", level))
+        .into_iter()
+        .collect();
+    let daemon = support::Daemon::spawn(&["run", "--config", path.to_str().unwrap()], &envs);
+    let url = format!("http://127.0.0.1:{}/connections/hotel", ports[0]);
+    let status = support::eventually(Duration::from_secs(20), "the echoed 503", || async {
+        let status = support::get(&url, None).await.ok()?.json();
+        let echoed = status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("could not process"));
+        echoed.then_some(status)
+    })
+    .await;
+    let output = daemon.terminate(Duration::from_secs(10)).await;
+    (status, output.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_a_provider_echoes_are_not_stored_shown_or_logged() {
+    // A client secret with characters that form encoding changes, so the echo (of the form
+    // body) carries it encoded.
+    let client_secret = "cs-Q/9+z=&secret";
+    let tokens = TokenServer::start(TokenServerConfig {
+        client_secret: client_secret.into(),
+        rotation: Rotation::Reuse,
+        ..TokenServerConfig::default()
+    })
+    .await;
+    let upstream = Upstream::start(tokens.clone()).await;
+    let encoded: String = form_urlencoded::byte_serialize(client_secret.as_bytes()).collect();
+    let basic = support::basic_auth(&tokens.client_id(), client_secret);
+    let basic = basic.trim_start_matches("Basic ");
+    for (client_auth, log) in [
+        ("client_secret_post", None),
+        ("client_secret_post", Some("trace")),
+        ("client_secret_basic", None),
+        ("client_secret_basic", Some("trace")),
+    ] {
+        let (status, logged) = echoing_provider_run(&tokens, &upstream, client_auth, log).await;
+        let last_error = status["last_error"].as_str().unwrap().to_owned();
+        let echoed = match client_auth {
+            "client_secret_post" => "client_secret=[redacted]",
+            _ => "Basic [redacted]",
+        };
+        for shown in ["refresh_token=[redacted]", echoed] {
+            assert!(last_error.contains(shown), "{last_error}");
+        }
+        assert!(
+            logged.contains("could not process"),
+            "the echo was logged ({client_auth}, {log:?}):\n{logged}"
+        );
+        let refresh_tokens: Vec<String> = tokens
+            .token_request_log()
+            .iter()
+            .filter_map(|r| r.refresh_token.clone())
+            .collect();
+        assert!(!refresh_tokens.is_empty());
+        for secret in refresh_tokens.iter().map(String::as_str).chain([
+            client_secret,
+            encoded.as_str(),
+            "cs-Q",
+            basic,
+        ]) {
+            assert!(!last_error.contains(secret), "{secret} in {last_error}");
+            assert!(
+                !logged.contains(secret),
+                "{secret} logged ({client_auth}, {log:?})"
+            );
+        }
+    }
 }

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,6 +72,9 @@ async fn a_thousand_requests_at_expiry_cause_one_token_request() {
     })
     .await;
     tokens.script(Failure::Delay(Duration::from_millis(1500)));
+    // The refreshed token lives long: a slow stampede on a loaded machine must not meet the
+    // next scheduled refresh and count it as a second one.
+    tokens.set_lifetime(Some(Duration::from_secs(3600)));
     until(Duration::from_secs(5), "token expiry", || {
         !conn.snapshot().has_valid_token(Instant::now())
     })
@@ -325,11 +329,12 @@ async fn a_token_without_expires_in_lives_until_a_401() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_token_endpoint_slower_than_timeout_is_transient() {
+async fn a_token_endpoint_slower_than_token_timeout_is_transient() {
     let tokens = TokenServer::start(TokenServerConfig::default()).await;
     tokens.script(Failure::Delay(Duration::from_secs(3)));
     let upstream = Upstream::start(tokens.clone()).await;
-    let bearerd = Bearerd::start(&cc_config("api", &tokens, &upstream, "timeout = \"1s\"")).await;
+    let extra = "token_timeout = \"1s\"";
+    let bearerd = Bearerd::start(&cc_config("api", &tokens, &upstream, extra)).await;
     let conn = bearerd.app.connection("api").unwrap();
     until(
         Duration::from_secs(5),
@@ -341,6 +346,7 @@ async fn a_token_endpoint_slower_than_timeout_is_transient() {
     assert_eq!(snapshot.state, bearerd::token::ConnState::Degraded);
     let error = snapshot.last_error.clone().unwrap();
     assert!(error.contains("timed out"), "{error}");
+    assert!(error.contains("token_timeout"), "{error}");
     // The retry after backoff gets a token.
     until(Duration::from_secs(5), "a token", || {
         conn.snapshot().generation == 1
@@ -348,4 +354,147 @@ async fn a_token_endpoint_slower_than_timeout_is_transient() {
     .await;
     assert_eq!(get_through(&bearerd, "/x").await.status, StatusCode::OK);
     assert_eq!(tokens.token_requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_request_is_bounded_by_token_timeout_not_the_api_timeout() {
+    // The token endpoint takes longer than the API `timeout`, well within `token_timeout`:
+    // the first request succeeds.
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    tokens.script(Failure::Delay(Duration::from_secs(2)));
+    let upstream = Upstream::start(tokens.clone()).await;
+    let extra = "timeout = \"1s\"\ntoken_timeout = \"30s\"";
+    let bearerd = Bearerd::start(&cc_config("api", &tokens, &upstream, extra)).await;
+    let conn = bearerd.app.connection("api").unwrap();
+    until(Duration::from_secs(10), "the first attempt", || {
+        conn.snapshot().attempts == 1
+    })
+    .await;
+    let snapshot = conn.snapshot();
+    assert_eq!(snapshot.generation, 1, "{:?}", snapshot.last_error);
+    assert_eq!(tokens.token_requests(), 1);
+}
+
+/// A response within `limit`, or a panic: a guard so that a request left waiting far longer
+/// than `token_wait` fails the test instead of hanging it.
+async fn answered_within(
+    limit: Duration,
+    request: impl Future<Output = support::TestResponse>,
+) -> support::TestResponse {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("no answer within {limit:?}: the caller was not released after token_wait")
+        })
+}
+
+/// 503 problem+json with a `Retry-After`.
+fn assert_retry_later(response: &support::TestResponse) {
+    assert_eq!(
+        response.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        response.text()
+    );
+    assert_eq!(
+        response.header("content-type").unwrap(),
+        "application/problem+json"
+    );
+    let retry: u64 = response.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry >= 1, "retry-after {retry}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_token_endpoint_releases_callers_after_token_wait() {
+    // The first token request stalls for far longer than `token_wait`, and the API
+    // `timeout` and `token_timeout` are long: callers get 503 + Retry-After while it is
+    // still in flight.
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    tokens.script(Failure::Delay(Duration::from_secs(600)));
+    let upstream = Upstream::start(tokens.clone()).await;
+    let extra = "timeout = \"300s\"\ntoken_timeout = \"300s\"\ntoken_wait = \"1s\"";
+    let bearerd = Bearerd::start(&cc_config("api", &tokens, &upstream, extra)).await;
+    let conn = bearerd.app.connection("api").unwrap();
+    until(Duration::from_secs(5), "the first token request", || {
+        tokens.token_requests() == 1
+    })
+    .await;
+    // The fast path (HTTP/1.1) and hyper (h2c) both let go.
+    let get = answered_within(Duration::from_secs(60), get_through(&bearerd, "/stalled")).await;
+    assert_retry_later(&get);
+    let h2c = support::http_client(true);
+    let request = Request::get(format!("{}/stalled", bearerd.proxy("api")))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let post = answered_within(Duration::from_secs(60), async {
+        support::send_with(&h2c, request).await.unwrap()
+    })
+    .await;
+    assert_retry_later(&post);
+    // The refresh they waited for is still in flight: released by token_wait, not by its end.
+    let snapshot = conn.snapshot();
+    assert_eq!(snapshot.attempts, 0, "{:?}", snapshot.last_error);
+    assert_eq!(snapshot.state, bearerd::token::ConnState::Refreshing);
+    assert_eq!(tokens.token_requests(), 1);
+    assert_eq!(upstream.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_that_expires_during_a_stalled_refresh_is_reported_degraded() {
+    // 2 s tokens refreshed 1 s before expiry; that refresh stalls well past the expiry.
+    let extra = "refresh_skew = \"1s\"\ntoken_timeout = \"300s\"";
+    let (tokens, _upstream, bearerd) = setup(Some(Duration::from_secs(2)), extra).await;
+    let conn = bearerd.app.connection("api").unwrap();
+    until(Duration::from_secs(5), "first token", || {
+        conn.snapshot().generation == 1
+    })
+    .await;
+    tokens.script(Failure::Delay(Duration::from_secs(600)));
+    until(Duration::from_secs(5), "the scheduled refresh", || {
+        tokens.token_requests() == 2
+    })
+    .await;
+    let gauge =
+        |state: &str| format!(r#"bearerd_connection_state{{connection="api",state="{state}"}}"#);
+    let status = format!("{}/connections/api", bearerd.admin);
+    support::eventually(
+        Duration::from_secs(10),
+        "degraded on /connections and in the state gauge",
+        || async {
+            let state = support::get(&status, None).await.ok()?.json()["state"].clone();
+            let degraded = bearerd.metric(&gauge("degraded")).await;
+            let refreshing = bearerd.metric(&gauge("refreshing")).await;
+            (state == "degraded" && degraded == 1.0 && refreshing == 0.0).then_some(())
+        },
+    )
+    .await;
+    // Only the clock changed: the stalled refresh is the one still in flight.
+    assert!(!conn.snapshot().has_valid_token(Instant::now()));
+    assert_eq!(conn.snapshot().attempts, 1);
+    assert_eq!(tokens.token_requests(), 2);
+    assert_eq!(bearerd.metric(&gauge("connected")).await, 0.0);
+    let page = support::get(&format!("{}/", bearerd.admin), None)
+        .await
+        .unwrap()
+        .text();
+    assert!(page.contains("degraded"), "{page}");
+    assert!(!page.contains("a token refresh is under way"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_waiting_on_a_stalled_refresh_gets_503_after_token_wait() {
+    let extra = "timeout = \"300s\"\ntoken_timeout = \"300s\"\ntoken_wait = \"1s\"";
+    let (tokens, upstream, bearerd) = setup(Some(Duration::from_secs(3600)), extra).await;
+    assert_eq!(get_through(&bearerd, "/warm").await.status, StatusCode::OK);
+    // The upstream now rejects the token, and the refresh that the 401 starts stalls.
+    tokens.kill_all_access_tokens();
+    tokens.script(Failure::Delay(Duration::from_secs(600)));
+    let response = answered_within(Duration::from_secs(60), get_through(&bearerd, "/killed")).await;
+    assert_retry_later(&response);
+    assert_eq!(upstream.unauthorized(), 1);
+    assert_eq!(tokens.token_requests(), 2, "the refresh is still in flight");
+    assert_eq!(
+        bearerd.app.connection("api").unwrap().snapshot().attempts,
+        1
+    );
 }

@@ -2,37 +2,87 @@
 //! answers into a [`TokenSet`] or a [`TokenFailure`]: rejected (the grant is dead),
 //! misconfigured (the operator must fix something) or transient (retry with backoff).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use serde_json::Value;
 use url::Url;
 
-use super::{SecretString, TokenSet};
+use super::{Outcome, SecretString, TokenSet};
 use crate::config::{ClientAuth, Credentials};
+use crate::scrub::scrub;
 use crate::upstream::HttpClient;
 
 /// Token responses are small; anything bigger is not a token response.
 const MAX_RESPONSE: usize = 64 * 1024;
-/// Provider error text kept in `last_error`, cut so a chatty server cannot flood the status.
-const MAX_REASON: usize = 200;
+/// A failure's reason is cut to this many characters (after scrubbing), so a chatty
+/// provider cannot flood `last_error`, the log or the status page.
+const MAX_REASON: usize = 300;
 
-/// Why a token request did not produce tokens. `reason` never contains a token or secret.
+/// Why a token request did not produce tokens. `reason` never contains a secret the request
+/// carried: provider text in it is scrubbed ([`crate::scrub`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenFailure {
     #[error("{reason}")]
     Transient {
         retry_after: Option<Duration>,
         reason: String,
+        /// The request may have reached the provider but no answer came back (timeout, reset,
+        /// connection closed, body cut off): the provider may have acted on it, e.g. rotated
+        /// the refresh token it carried.
+        answer_lost: bool,
     },
     #[error("{reason}")]
     Rejected { reason: String },
     #[error("{reason}")]
     Misconfigured { reason: String },
+}
+
+impl TokenFailure {
+    /// What the refresher's state machine makes of this failure.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Transient { .. } => Outcome::Transient,
+            Self::Rejected { .. } => Outcome::Rejected,
+            Self::Misconfigured { .. } => Outcome::Misconfigured,
+        }
+    }
+
+    /// The same failure with every one of `secrets` removed from its reason, then the
+    /// reason cut to [`MAX_REASON`] characters (in that order: a cut first could split a
+    /// secret so that it no longer matches).
+    pub fn scrubbed(self, secrets: &[&str]) -> Self {
+        let clean = |reason: String| -> String {
+            let scrubbed = scrub(&reason, secrets);
+            if scrubbed.chars().count() <= MAX_REASON {
+                return scrubbed;
+            }
+            let mut cut: String = scrubbed.chars().take(MAX_REASON).collect();
+            cut.push_str("...");
+            cut
+        };
+        match self {
+            Self::Transient {
+                retry_after,
+                reason,
+                answer_lost,
+            } => Self::Transient {
+                retry_after,
+                reason: clean(reason),
+                answer_lost,
+            },
+            Self::Rejected { reason } => Self::Rejected {
+                reason: clean(reason),
+            },
+            Self::Misconfigured { reason } => Self::Misconfigured {
+                reason: clean(reason),
+            },
+        }
+    }
 }
 
 /// Which grant to request.
@@ -57,6 +107,19 @@ pub struct TokenEndpoint {
     timeout: Duration,
 }
 
+impl GrantRequest<'_> {
+    /// The secrets this request carries, so an echo of them can be scrubbed.
+    fn secrets(&self) -> Vec<&str> {
+        match self {
+            Self::ClientCredentials => Vec::new(),
+            Self::RefreshToken(token) => vec![token.secret()],
+            Self::AuthorizationCode { code, verifier, .. } => {
+                vec![code.secret(), verifier.secret()]
+            }
+        }
+    }
+}
+
 impl TokenEndpoint {
     pub fn new(
         url: Url,
@@ -77,37 +140,65 @@ impl TokenEndpoint {
         }
     }
 
-    /// Performs one token request. Never retries: backoff belongs to the refresher.
-    pub async fn request(&self, grant: GrantRequest<'_>) -> Result<TokenSet, TokenFailure> {
+    /// Performs one token request, bounded by `token_timeout`. Never retries: backoff
+    /// belongs to the refresher. A failure's reason is scrubbed of the client secret, of
+    /// every secret the request carried, and of `also_secret` (tokens the caller holds): a
+    /// provider may echo what it was sent, or what it issued.
+    pub async fn request(
+        &self,
+        grant: GrantRequest<'_>,
+        also_secret: &[&str],
+    ) -> Result<TokenSet, TokenFailure> {
+        let result = self.exchange(&grant).await;
+        result.map_err(|failure| {
+            let basic = self.basic_credentials();
+            let mut secrets = grant.secrets();
+            secrets.extend(self.credentials.client_secret.as_ref().map(|s| s.secret()));
+            secrets.extend(basic.as_deref());
+            secrets.extend_from_slice(also_secret);
+            failure.scrubbed(&secrets)
+        })
+    }
+
+    async fn exchange(&self, grant: &GrantRequest<'_>) -> Result<TokenSet, TokenFailure> {
         let request = self.build(grant).map_err(|e| TokenFailure::Misconfigured {
             reason: format!("cannot build token request: {e}"),
         })?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
-                transient(format!(
+                let reason = format!(
                     "token endpoint unreachable: {}",
                     crate::proxy::error_chain(&e)
-                ))
+                );
+                // A failed connect never sent the request; anything later may have.
+                if e.is_connect() {
+                    transient(reason)
+                } else {
+                    lost(reason)
+                }
             })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE)
                 .collect()
                 .await
-                .map_err(|_| transient("token endpoint response too large or cut off".into()))?
+                .map_err(|_| lost("token endpoint response too large or cut off".into()))?
                 .to_bytes();
             Ok::<_, TokenFailure>((parts.status, parts.headers, body))
         };
         let (status, headers, body) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| {
-                transient(format!("token endpoint timed out after {:?}", self.timeout))
+                lost(format!(
+                    "token endpoint timed out: no answer within token_timeout ({:?})",
+                    self.timeout
+                ))
             })??;
         classify(status, &headers, &body)
     }
 
     fn build(
         &self,
-        grant: GrantRequest<'_>,
+        grant: &GrantRequest<'_>,
     ) -> Result<Request<crate::upstream::UpstreamBody>, http::Error> {
         let mut form = form_urlencoded::Serializer::new(String::new());
         match grant {
@@ -196,6 +287,17 @@ impl TokenEndpoint {
         }
     }
 
+    /// The base64 part of the `Authorization: Basic` value this client sends, if it uses
+    /// client_secret_basic: an echo of the header carries the secret in that form.
+    fn basic_credentials(&self) -> Option<String> {
+        let secret = self.credentials.client_secret.as_ref()?;
+        if self.auth != ClientAuth::ClientSecretBasic {
+            return None;
+        }
+        let header = basic_auth(self.credentials.client_id.secret(), secret.secret());
+        header.strip_prefix("Basic ").map(str::to_owned)
+    }
+
     /// A form POST carrying the client's authentication (post or basic).
     fn authenticated_post(
         &self,
@@ -240,108 +342,26 @@ fn basic_auth(id: &str, secret: &str) -> String {
     )
 }
 
+/// A transient failure the provider answered (or never saw).
 fn transient(reason: String) -> TokenFailure {
     TokenFailure::Transient {
         retry_after: None,
         reason,
+        answer_lost: false,
     }
 }
 
-/// Turns a token endpoint answer into tokens or a classified failure (SPEC section 4).
-pub fn classify(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<TokenSet, TokenFailure> {
-    let json: Option<serde_json::Map<String, Value>> = serde_json::from_slice(body).ok();
-    let Some(json) = json else {
-        return Err(TokenFailure::Transient {
-            retry_after: retry_after(headers, SystemTime::now()),
-            reason: format!(
-                "token endpoint answered HTTP {} without a JSON object",
-                status.as_u16()
-            ),
-        });
-    };
-    if status.is_success() {
-        return token_set(&json).map_err(transient);
-    }
-    let code = json.get("error").and_then(Value::as_str).unwrap_or("");
-    let text = json
-        .get("error_description")
-        .or_else(|| json.get("message"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let reason = describe(status, code, text);
-    let lower = text.to_ascii_lowercase();
-    match code {
-        "invalid_grant" | "unauthorized_client" => Err(TokenFailure::Rejected { reason }),
-        // Cloudbeds' shapes for a dead grant (PROVIDERS.md section 1).
-        "invalid_request" if lower.contains("refresh token is invalid") => {
-            Err(TokenFailure::Rejected { reason })
-        }
-        "server_error" if lower.contains("authorization code is invalid") => {
-            Err(TokenFailure::Rejected { reason })
-        }
-        "invalid_client" | "unsupported_grant_type" | "invalid_scope" | "invalid_request" => {
-            Err(TokenFailure::Misconfigured { reason })
-        }
-        _ => Err(TokenFailure::Transient {
-            retry_after: retry_after(headers, SystemTime::now()),
-            reason,
-        }),
+/// A transient failure after the request may have reached the provider.
+fn lost(reason: String) -> TokenFailure {
+    TokenFailure::Transient {
+        retry_after: None,
+        reason,
+        answer_lost: true,
     }
 }
 
-fn describe(status: StatusCode, code: &str, text: &str) -> String {
-    let mut reason = format!("token endpoint answered HTTP {}", status.as_u16());
-    if !code.is_empty() {
-        reason.push_str(&format!(" {code}"));
-    }
-    if !text.is_empty() {
-        let cut: String = text.chars().take(MAX_REASON).collect();
-        reason.push_str(&format!(": {cut}"));
-    }
-    reason
-}
-
-fn token_set(json: &serde_json::Map<String, Value>) -> Result<TokenSet, String> {
-    let access_token = match json.get("access_token").and_then(Value::as_str) {
-        Some(token) if !token.is_empty() => token,
-        _ => return Err("token endpoint answered 200 without an access_token".into()),
-    };
-    if !access_token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("token endpoint sent an access_token a header cannot carry".into());
-    }
-    let expires_in = match json.get("expires_in") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => n.as_f64().filter(|s| *s >= 0.0),
-        Some(Value::String(s)) => s.trim().parse::<f64>().ok().filter(|s| *s >= 0.0),
-        Some(_) => None,
-    }
-    .map(|secs| Duration::from_secs_f64(secs.min(10.0 * 365.0 * 86_400.0)));
-    let refresh_token = json
-        .get("refresh_token")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .map(|t| SecretString::new(t.to_owned()));
-    Ok(TokenSet {
-        access_token: SecretString::new(access_token.to_owned()),
-        refresh_token,
-        expires_in,
-        scope: json.get("scope").and_then(Value::as_str).map(str::to_owned),
-    })
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
+mod classify;
+pub use classify::{classify, retry_after};
 
 #[cfg(test)]
 #[path = "oauth_tests.rs"]

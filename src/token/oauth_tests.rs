@@ -1,5 +1,10 @@
 //! Classification of token endpoint answers, one case per row of SPEC section 4.
 
+use std::time::SystemTime;
+
+use http::header::RETRY_AFTER;
+use http::{HeaderMap, StatusCode};
+
 use super::*;
 
 fn run(status: u16, body: &str) -> Result<TokenSet, TokenFailure> {
@@ -124,4 +129,19 @@ fn basic_auth_form_encodes_before_base64() {
         .decode(encoded)
         .unwrap();
     assert_eq!(decoded, b"a+b:s%3Ac");
+}
+
+#[test]
+fn an_echoed_secret_is_scrubbed_before_the_reason_is_cut() {
+    let secret = "rt_0123456789abcdefghij";
+    // The secret straddles the cut: cutting first would leave a prefix no scrub matches.
+    let padding = "x".repeat(MAX_REASON - 83);
+    let body = format!(
+        r#"{{"error":"temporarily_unavailable","error_description":"{padding} refresh_token={secret}&client_secret=cs%2Fsecret"}}"#
+    );
+    let failure = run(503, &body).unwrap_err();
+    let text = failure.scrubbed(&[secret, "cs/secret"]).to_string();
+    assert!(!text.contains("rt_0123"), "{text}");
+    assert!(!text.contains("cs%2F"), "{text}");
+    assert!(text.chars().count() <= MAX_REASON + 3, "{text}");
 }

@@ -11,18 +11,18 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::oauth::{GrantRequest, TokenEndpoint, TokenFailure};
-use super::schedule::{Backoff, refresh_in};
-use super::state::{ConnState, Outcome};
-use super::{Connection, SecretString, TokenSet, TokenState, bearer_header};
+use super::oauth::TokenEndpoint;
+use super::schedule::Backoff;
+use super::state::ConnState;
+use super::{Connection, SecretString, TokenState};
 use crate::config::Revocation;
 use crate::metrics::Trigger;
-use crate::store::{Record, StoreLock, TokenStore};
+use crate::store::TokenStore;
 
 /// What the refresher redeems.
 pub enum Grant {
@@ -86,6 +86,9 @@ pub struct Refresher {
     next_refresh: Option<Instant>,
     /// The trigger of the attempt that failed, carried to its retry.
     retry_trigger: Option<Trigger>,
+    /// A token request for the current grant got no answer since its last success: a
+    /// rejection now may mean the provider rotated the grant while its answer was lost.
+    answer_lost: bool,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -118,12 +121,21 @@ impl Refresher {
             backoff: Backoff::default(),
             next_refresh: None,
             retry_trigger: None,
+            answer_lost: false,
             shutdown,
         }
     }
 
     /// Runs until shutdown.
-    pub async fn run(mut self) {
+    pub async fn run(self) {
+        let connection = Arc::clone(&self.connection);
+        tokio::select! {
+            () = self.run_loop() => {}
+            () = report_expiry(connection) => {}
+        }
+    }
+
+    async fn run_loop(mut self) {
         self.startup().await;
         let poll_every = self.store.as_ref().map(|s| s.poll_interval());
         let mut poll = tokio::time::interval(poll_every.unwrap_or(Duration::from_secs(3600)));
@@ -254,155 +266,6 @@ impl Refresher {
         }
     }
 
-    /// One refresh: under the store lock, adopt or redeem, persist, then publish.
-    async fn refresh(&mut self, trigger: Trigger) {
-        if !self.can_redeem() {
-            return;
-        }
-        self.publish_with(|s| s.state = ConnState::Refreshing);
-        let lock = match self.lock_and_reread().await {
-            Ok(Some(lock)) => Some(lock),
-            Ok(None) if self.store.is_some() => return, // adopted a newer generation
-            Ok(None) => None,
-            Err(reason) => {
-                let failure = TokenFailure::Transient {
-                    retry_after: None,
-                    reason,
-                };
-                self.fail(trigger, Outcome::Transient, failure);
-                return;
-            }
-        };
-        let started = Instant::now();
-        let result = match (&self.endpoint, &self.grant) {
-            (Some(endpoint), Grant::ClientCredentials) => {
-                endpoint.request(GrantRequest::ClientCredentials).await
-            }
-            (Some(endpoint), Grant::RefreshToken(token)) => {
-                endpoint.request(GrantRequest::RefreshToken(token)).await
-            }
-            _ => return,
-        };
-        let outcome = match &result {
-            Ok(_) => Outcome::Ok,
-            Err(TokenFailure::Transient { .. }) => Outcome::Transient,
-            Err(TokenFailure::Rejected { .. }) => Outcome::Rejected,
-            Err(TokenFailure::Misconfigured { .. }) => Outcome::Misconfigured,
-        };
-        self.connection
-            .metrics
-            .refresh(trigger, outcome, started.elapsed());
-        match result {
-            Ok(set) => {
-                let generation = self.connection.cell.load().generation + 1;
-                self.install(set, lock, generation).await;
-            }
-            Err(failure) => {
-                self.fail(trigger, outcome, failure);
-                if outcome == Outcome::Rejected {
-                    self.persist_state(ConnState::NeedsAuthorization).await;
-                }
-            }
-        }
-    }
-
-    /// Persists (with a store) and swaps in a token set as `generation`; the lock is released
-    /// after both. False if the set could not be made durable (shutdown came first).
-    async fn install(
-        &mut self,
-        set: TokenSet,
-        lock: Option<Box<dyn StoreLock>>,
-        generation: u64,
-    ) -> bool {
-        let Some(bearer) = bearer_header(&set.access_token) else {
-            // classify() already refuses such tokens; keep the old set if one slips through.
-            return false;
-        };
-        if let Some(rotated) = &set.refresh_token
-            && !matches!(self.grant, Grant::ClientCredentials)
-        {
-            self.grant = Grant::RefreshToken(rotated.clone());
-        }
-        let wall = SystemTime::now();
-        if self.store.is_some() {
-            let record = Record {
-                connection: self.connection.name.clone(),
-                generation,
-                access_token: Some(set.access_token.clone()),
-                expires_at: set.expires_in.map(|d| wall + d),
-                refresh_token: match &self.grant {
-                    Grant::RefreshToken(token) => Some(token.clone()),
-                    _ => None,
-                },
-                scope: set.scope.clone(),
-                state: ConnState::Connected.as_str().to_owned(),
-                updated_at: wall,
-            };
-            if !self.save_durably(&record).await {
-                return false;
-            }
-        }
-        drop(lock);
-        let now = Instant::now();
-        self.backoff.reset();
-        self.retry_trigger = None;
-        self.next_refresh = set
-            .expires_in
-            .map(|lifetime| now + refresh_in(lifetime, self.skew, rand::random::<f64>()));
-        tracing::info!(
-            connection = %self.connection.name,
-            generation,
-            expires_in = ?set.expires_in,
-            "token refreshed"
-        );
-        let previous = self.connection.cell.load_full();
-        self.connection.publish(TokenState {
-            generation,
-            bearer: Some(bearer),
-            expires_at: set.expires_in.map(|d| now + d),
-            expires_at_wall: set.expires_in.map(|d| wall + d),
-            state: ConnState::Connected,
-            retry_at: None,
-            attempts: previous.attempts + 1,
-            refreshes: previous.refreshes + 1,
-            last_refresh: Some(wall),
-            last_error: None,
-        });
-        true
-    }
-
-    fn fail(&mut self, trigger: Trigger, outcome: Outcome, failure: TokenFailure) {
-        let has_user_grant = matches!(self.grant, Grant::RefreshToken(_));
-        let state = ConnState::after(outcome, has_user_grant);
-        let retry_at = match &failure {
-            TokenFailure::Transient { retry_after, .. } => {
-                let delay = self.backoff.next(*retry_after, rand::random::<f64>());
-                self.retry_trigger = Some(trigger);
-                Some(Instant::now() + delay)
-            }
-            _ => None,
-        };
-        tracing::warn!(
-            connection = %self.connection.name,
-            state = state.as_str(),
-            retry_in = ?retry_at.map(|at| at - Instant::now()),
-            error = %failure,
-            "token refresh failed"
-        );
-        let keep_token = state == ConnState::Degraded;
-        self.publish_with(|s| {
-            s.state = state;
-            s.retry_at = retry_at;
-            s.attempts += 1;
-            s.last_error = Some(failure.to_string());
-            if !keep_token {
-                s.bearer = None;
-                s.expires_at = None;
-                s.expires_at_wall = None;
-            }
-        });
-    }
-
     fn publish_with(&self, change: impl FnOnce(&mut TokenState)) {
         let mut next = TokenState::clone(&self.connection.cell.load());
         change(&mut next);
@@ -410,6 +273,7 @@ impl Refresher {
     }
 }
 
+mod attempt;
 mod commands;
 mod persist;
 
@@ -425,6 +289,25 @@ async fn next_change(changes: &mut Option<broadcast::Receiver<String>>) -> Optio
         Err(broadcast::error::RecvError::Closed) => {
             *changes = None;
             None
+        }
+    }
+}
+
+/// Keeps the state gauge true to the clock. A token that expires while its refresh is still
+/// running (or failing) is reported `degraded` from that moment ([`TokenState::reported_state`]);
+/// nothing is written to the cell then, so the gauge is re-published at each expiry. Runs
+/// beside the refresher's loop and ends with it.
+async fn report_expiry(connection: Arc<Connection>) {
+    let mut changes = connection.changed.subscribe();
+    loop {
+        let expiry = connection
+            .cell
+            .load()
+            .expires_at
+            .filter(|at| *at > Instant::now());
+        tokio::select! {
+            () = sleep_until(expiry) => connection.metrics.publish(&connection.cell.load()),
+            changed = changes.changed() => if changed.is_err() { return },
         }
     }
 }

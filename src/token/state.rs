@@ -1,4 +1,7 @@
-//! Connection states (SPEC section 4) and the pure transition taken after a refresh attempt.
+//! Connection states (SPEC section 4), the pure transition taken after a refresh attempt,
+//! and the pure rule for the state reported at a given moment.
+
+use tokio::time::Instant;
 
 /// A connection's state; Cloudbeds' app-state word is [`ConnState::app_state`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +93,47 @@ impl ConnState {
             Outcome::Rejected | Outcome::Misconfigured => Self::Misconfigured,
         }
     }
+
+    /// The state to report at `now` for a connection whose refresher last published
+    /// `stored`, with an access token that expires at `expires_at` (`None`: no token, or one
+    /// without a known lifetime). A token that has expired while its refresh is still running,
+    /// or while the connection is otherwise unrefreshed, shows as `degraded`: requests are
+    /// waiting or failing, whatever the last write said. Other states report as stored.
+    pub fn reported(stored: ConnState, expires_at: Option<Instant>, now: Instant) -> ConnState {
+        let expired = expires_at.is_some_and(|at| at <= now);
+        match stored {
+            Self::Connected | Self::Refreshing if expired => Self::Degraded,
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn an_expired_token_is_reported_degraded_while_connected_or_refreshing() {
+        let now = Instant::now();
+        let past = Some(now - Duration::from_secs(1));
+        let future = Some(now + Duration::from_secs(60));
+        for stored in [ConnState::Connected, ConnState::Refreshing] {
+            assert_eq!(ConnState::reported(stored, past, now), ConnState::Degraded);
+            assert_eq!(
+                ConnState::reported(stored, Some(now), now),
+                ConnState::Degraded
+            );
+            assert_eq!(ConnState::reported(stored, future, now), stored);
+            assert_eq!(ConnState::reported(stored, None, now), stored);
+        }
+        // Every other state is reported as written, expired token or not.
+        for stored in ConnState::ALL {
+            if !matches!(stored, ConnState::Connected | ConnState::Refreshing) {
+                assert_eq!(ConnState::reported(stored, past, now), stored);
+            }
+        }
+    }
 
     #[test]
     fn transitions() {

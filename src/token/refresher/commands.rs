@@ -99,13 +99,10 @@ impl Refresher {
             verifier,
             redirect_uri,
         };
-        let result = endpoint.request(request).await;
-        let outcome = match &result {
-            Ok(_) => Outcome::Ok,
-            Err(TokenFailure::Transient { .. }) => Outcome::Transient,
-            Err(TokenFailure::Rejected { .. }) => Outcome::Rejected,
-            Err(TokenFailure::Misconfigured { .. }) => Outcome::Misconfigured,
-        };
+        let result = endpoint.request(request, &[]).await;
+        let outcome = result
+            .as_ref()
+            .map_or_else(TokenFailure::outcome, |_| Outcome::Ok);
         self.connection
             .metrics
             .refresh(Trigger::Connect, outcome, started.elapsed());
@@ -114,6 +111,8 @@ impl Refresher {
             Some(token) => Grant::RefreshToken(token.clone()),
             None => Grant::None,
         };
+        // A new grant: nothing lost earlier can explain a rejection of it.
+        self.answer_lost = false;
         if set.refresh_token.is_none() {
             tracing::warn!(
                 connection = %self.connection.name,

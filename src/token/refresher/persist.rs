@@ -65,6 +65,7 @@ impl Refresher {
         let dead = DEAD_STATES.into_iter().find(|s| s.as_str() == record.state);
         self.backoff.reset();
         self.retry_trigger = None;
+        self.answer_lost = false;
         self.next_refresh = match (&bearer, remaining) {
             (Some(_), Some(left)) => Some(now + refresh_in(left, self.skew, rand::random::<f64>())),
             _ => None,
@@ -73,8 +74,11 @@ impl Refresher {
         let needs_refresh = bearer.is_none() && dead.is_none();
         self.publish_with(|s| {
             s.generation = record.generation;
-            s.expires_at = bearer.as_ref().and(remaining).map(|left| now + left);
-            s.expires_at_wall = bearer.as_ref().and(record.expires_at);
+            // An expired access token's expiry is kept (it is not used): while the refresh
+            // that replaces it runs, the connection is reported `degraded`.
+            let token = record.access_token.as_ref().filter(|_| dead.is_none());
+            s.expires_at = token.and(remaining).map(|left| now + left);
+            s.expires_at_wall = token.and(record.expires_at);
             s.bearer = bearer;
             s.retry_at = None;
             s.last_error = None;

@@ -85,6 +85,13 @@ pub enum Failure {
     Delay(Duration),
     /// Handle the request normally (commit any rotation), then drop the connection unanswered.
     LostResponse,
+    /// Handle the request normally (commit any rotation), then hold the answer this long:
+    /// a provider that stalls after acting, so a client that gives up first loses the answer.
+    CommitThenStall(Duration),
+    /// 503 `temporarily_unavailable` whose `error_description` echoes the request's
+    /// `Authorization` header and body (client secret and refresh token included), as a
+    /// misbehaving provider might.
+    EchoBody503,
 }
 
 /// One `POST /token` as received (before any check).

@@ -48,6 +48,7 @@ pub(super) async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<
 struct Parsed {
     ctype: Option<String>,
     auth: Option<String>,
+    body: Bytes,
     form: Result<Vec<(String, String)>, Box<Resp>>,
 }
 
@@ -62,7 +63,12 @@ async fn read_request(inner: &Inner, req: Request<Incoming>) -> Result<Parsed, B
     let auth = hdr(header::AUTHORIZATION);
     let body = req.into_body().collect().await?.to_bytes();
     let form = parse_body(ctype.as_deref(), &body, inner.cfg.cloudbeds);
-    Ok(Parsed { ctype, auth, form })
+    Ok(Parsed {
+        ctype,
+        auth,
+        body,
+        form,
+    })
 }
 
 async fn handle_token(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxError> {
@@ -98,6 +104,20 @@ async fn handle_token(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp,
             let _committed = process_token(&inner, p);
             Err("scripted LostResponse: dropping the connection".into())
         }
+        Some(Failure::CommitThenStall(d)) => {
+            let committed = process_token(&inner, p);
+            tokio::time::sleep(d).await;
+            Ok(committed)
+        }
+        Some(Failure::EchoBody503) => Ok(oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &format!(
+                "could not process {} {}",
+                p.auth.as_deref().unwrap_or("-"),
+                String::from_utf8_lossy(&p.body)
+            ),
+        )),
         Some(f) => Ok(failure_response(&f).unwrap_or_else(|| process_token(&inner, p))),
     }
 }
