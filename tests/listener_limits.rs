@@ -168,6 +168,39 @@ async fn an_idle_keep_alive_connection_is_closed_on_the_admin_listener() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_idle_h2c_connection_is_closed() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    // Both short: after an answer an h2 client sends control frames (WINDOW_UPDATE, SETTINGS
+    // acknowledgements), which start the header clock as any byte on an idle connection does.
+    let tables = format!(
+        "{HYPER}{}",
+        limits("client_header_timeout = \"300ms\"\nclient_idle_timeout = \"300ms\"")
+    );
+    let rig = rig("", &tables, &[]).await;
+    let base = rig.proxy();
+    let stream = TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut send, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("{base}/h2"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(
+        closed.is_ok(),
+        "the idle h2c connection is still open after 10 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_connection_handed_to_hyper_is_closed_when_idle() {
     // The fast path is on; a chunked body makes it hand the connection to hyper.
     let tables = limits("client_header_timeout = \"60s\"\nclient_idle_timeout = \"300ms\"");
@@ -272,6 +305,14 @@ async fn a_head_over_64_kib_gets_431_on_the_hyper_path_and_the_admin_listener() 
     assert_eq!(proxied.status, 431, "{proxied:?}");
     let admin = oversized_head(&rig.admin()).await;
     assert_eq!(admin.status, 431, "{admin:?}");
+    assert_eq!(rig.upstream.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_over_64_kib_gets_431_when_the_fast_path_hands_it_over() {
+    let rig = rig("", "", &[]).await;
+    let proxied = oversized_head(&rig.proxy()).await;
+    assert_eq!(proxied.status, 431, "{proxied:?}");
     assert_eq!(rig.upstream.requests(), 0);
 }
 
