@@ -87,7 +87,7 @@ where
             let service = {
                 let activity = Arc::clone(&activity);
                 service_fn(move |request: Request<Incoming>| {
-                    let in_flight = activity.request_started();
+                    let in_flight = activity.request_started(request.version());
                     let (handler, activity) = (handler.clone(), Arc::clone(&activity));
                     async move {
                         let response = answer(handler, request, allowed, &activity).await;

@@ -11,6 +11,10 @@
 //! - *idle*: after an answer and before the next byte, a kept-alive connection may wait
 //!   `client_idle_timeout`.
 //!
+//! On h2c the bytes after an answer are often control frames (WINDOW_UPDATE, SETTINGS
+//! acknowledgements, PING), not a head, so there they do not start the head phase: an h2c
+//! connection owes its next request within `client_idle_timeout` of its last answer.
+//!
 //! Why not hyper's own `header_read_timeout`: hyper starts it again as soon as a
 //! connection goes idle, so a kept-alive connection would close after the header timeout
 //! (10 s) instead of the idle timeout (60 s), unlike the fast path; and hyper has no idle
@@ -19,10 +23,11 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::Version;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -43,6 +48,8 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// When the first byte of the next head arrived, or [`NEVER`].
     head_since: AtomicU64,
+    /// The connection speaks HTTP/2: bytes between requests are not a head.
+    multiplexed: AtomicBool,
     /// Wakes the watchdog when the deadline may have moved earlier.
     changed: Notify,
     /// Asks the connection's driver to finish the answer in flight and close.
@@ -57,6 +64,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(NEVER),
             head_since: AtomicU64::new(NEVER),
+            multiplexed: AtomicBool::new(false),
             changed: Notify::new(),
             close: Notify::new(),
         })
@@ -112,6 +120,7 @@ impl Activity {
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == NEVER
             && self.idle_since.load(Ordering::Relaxed) != NEVER
+            && !self.multiplexed.load(Ordering::Relaxed)
         {
             self.head_since.store(self.offset(now), Ordering::Relaxed);
             self.changed.notify_one();
@@ -128,7 +137,10 @@ impl Activity {
     }
 
     /// A whole head arrived: the request is being answered until the guard drops.
-    pub fn request_started(self: &Arc<Self>) -> InFlight {
+    pub fn request_started(self: &Arc<Self>, version: Version) -> InFlight {
+        if version == Version::HTTP_2 {
+            self.multiplexed.store(true, Ordering::Relaxed);
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(NEVER, Ordering::Relaxed);
         InFlight(Arc::clone(self))
@@ -248,7 +260,7 @@ mod tests {
     fn an_answered_connection_may_idle_then_owes_the_next_head_from_its_first_byte() {
         let a = activity();
         let start = a.opened;
-        let guard = a.request_started();
+        let guard = a.request_started(Version::HTTP_11);
         assert_eq!(a.deadline(), None, "no deadline while answering");
         end(guard, start + 5 * SEC);
         assert_eq!(a.deadline(), Some(start + 65 * SEC));
@@ -260,16 +272,29 @@ mod tests {
             Some(start + 45 * SEC),
             "later bytes do not extend it"
         );
-        let _next = a.request_started();
+        let _next = a.request_started(Version::HTTP_11);
         assert_eq!(a.deadline(), None, "the head arrived whole");
+    }
+
+    #[test]
+    fn on_h2c_bytes_after_an_answer_do_not_start_a_head() {
+        let a = activity();
+        let start = a.opened;
+        end(a.request_started(Version::HTTP_2), start + SEC);
+        a.bytes_read(start + 2 * SEC);
+        assert_eq!(
+            a.deadline(),
+            Some(start + 61 * SEC),
+            "a WINDOW_UPDATE is not a head"
+        );
     }
 
     #[test]
     fn bytes_read_while_answering_do_not_start_a_head() {
         let a = activity();
         let start = a.opened;
-        let first = a.request_started();
-        end(a.request_started(), start + SEC);
+        let first = a.request_started(Version::HTTP_11);
+        end(a.request_started(Version::HTTP_11), start + SEC);
         a.bytes_read(start + 2 * SEC);
         assert_eq!(a.deadline(), None, "one request is still answered");
         end(first, start + 3 * SEC);

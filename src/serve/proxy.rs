@@ -78,7 +78,7 @@ async fn connection(
     let service = {
         let activity = Arc::clone(&activity);
         service_fn(move |request: Request<Incoming>| {
-            let in_flight = activity.request_started();
+            let in_flight = activity.request_started(request.version());
             let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
             async move {
                 let response = answer(&proxy, request, allowed, &activity).await;
