@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -22,6 +21,7 @@ use respond::{AdminResponse, html, json_response, not_found, problem, redirect, 
 use crate::config::{GrantKind, Provider};
 use crate::connect::{ConnectFlows, ConnectSettings, pages};
 use crate::metrics::Metrics;
+use crate::serve::ClientBody;
 use crate::token::{ConnState, Connection, TokenState};
 use crate::upstream::HttpClient;
 
@@ -54,7 +54,7 @@ pub struct Probe {
 }
 
 impl Admin {
-    pub async fn handle(&self, request: Request<Incoming>) -> AdminResponse {
+    pub async fn handle(&self, request: Request<ClientBody>) -> AdminResponse {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -242,7 +242,7 @@ fn header(headers: &http::HeaderMap, name: &str) -> String {
         .to_owned()
 }
 
-async fn read_body(body: Incoming) -> Option<Bytes> {
+async fn read_body(body: ClientBody) -> Option<Bytes> {
     Limited::new(body, MAX_BODY)
         .collect()
         .await

@@ -16,7 +16,7 @@ use crate::connect::{ConnectFlows, ConnectSettings};
 use crate::discovery;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, h1};
-use crate::serve::{Drain, Workers, serve, serve_proxy};
+use crate::serve::{Drain, Gate, Workers, serve, serve_proxy};
 use crate::store::{self, Reach, StoreError, TokenStore};
 use crate::token::oauth::TokenEndpoint;
 use crate::token::refresher::{Grant, Refresher};
@@ -120,6 +120,8 @@ impl App {
             app.connections.push(Arc::clone(&proxy.connection));
             app.proxies.push((c.name.clone(), addr));
             app.refreshers.push(tokio::spawn(refresher.run()));
+            // One gate for all workers: the cap counts the listener's connections.
+            let gate = Arc::new(Gate::new(config.limits, c.allow_clients.clone()));
             for (listener, worker) in listeners {
                 let proxy = Arc::new(match worker {
                     None => proxy.clone(),
@@ -130,7 +132,7 @@ impl App {
                         ..proxy.clone()
                     },
                 });
-                let server = serve_proxy(listener, proxy, shutdown_rx.clone());
+                let server = serve_proxy(listener, proxy, Arc::clone(&gate), shutdown_rx.clone());
                 app.servers.push(match worker {
                     None => tokio::spawn(server),
                     Some(worker) => worker.spawn(server),
@@ -173,8 +175,13 @@ impl App {
                 &shutdown_rx,
             )?);
         }
-        app.servers
-            .push(tokio::spawn(serve(admin_listener, handler, shutdown_rx)));
+        let gate = Arc::new(Gate::new(config.limits, config.admin.allow_clients.clone()));
+        app.servers.push(tokio::spawn(serve(
+            admin_listener,
+            gate,
+            handler,
+            shutdown_rx,
+        )));
         Ok(app)
     }
 

@@ -11,13 +11,14 @@ pub mod provider;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::{App, AppError};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Limits};
 use crate::connect::random_token;
 use provider::{CLIENT_ID, Provider};
 
@@ -80,7 +81,14 @@ impl Demo {
             let provider = provider.clone();
             async move { provider.handle(request).await }
         };
-        tokio::spawn(crate::serve::serve(provider_listener, handler, stopped));
+        // The provider's own listener, held to bearerd's default client limits.
+        let gate = Arc::new(crate::serve::Gate::new(Limits::default(), Vec::new()));
+        tokio::spawn(crate::serve::serve(
+            provider_listener,
+            gate,
+            handler,
+            stopped,
+        ));
 
         let data_dir = data_dir()?;
         // The admin URL goes into redirect_uri, so port 0 is settled before the config is.

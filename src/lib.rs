@@ -19,7 +19,9 @@
 //!
 //! - [`config`]: TOML schema -> validated [`config::Config`]; provider presets; secrets.
 //! - [`app`]: wiring, listeners, graceful shutdown.
-//! - [`serve`]: the accept loop; [`serve::workers`]: one current-thread runtime per proxy
+//! - [`serve`]: the accept loop; [`serve::gate`]: `max_connections` and `allow_clients` per
+//!   listener; [`serve::limits`] and [`serve::body`]: head, idle and body timeouts on
+//!   connections hyper serves; [`serve::workers`]: one current-thread runtime per proxy
 //!   worker thread, each with its own upstream pool.
 //! - [`proxy`]: the per-connection service and the error -> status map; [`proxy::h1`]: the
 //!   HTTP/1.1 fast path.

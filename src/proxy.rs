@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
+use crate::serve::{ClientBody, body_stalled};
 use crate::token::{Connection, Token};
 use crate::upstream::{HttpClient, Target, UpstreamBody};
 use problem::{ProblemContext, ProxyError};
@@ -54,12 +55,12 @@ enum OutBody {
     /// Buffered: can be replayed after a 401.
     Buffered(Bytes),
     /// Streamed: sent once.
-    Streamed(Incoming),
+    Streamed(ClientBody),
 }
 
 impl Proxy {
     /// Answers one request from the app. Never fails: errors become problem+json.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<ClientBody>) -> Response<ProxyBody> {
         let started = Instant::now();
         let response = match self.forward(request).await {
             Ok(response) => response,
@@ -78,7 +79,10 @@ impl Proxy {
         response
     }
 
-    async fn forward(&self, request: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn forward(
+        &self,
+        request: Request<ClientBody>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         check_target(&request)?;
         let (mut parts, body) = request.into_parts();
         let length = content_length(&parts)?;
@@ -190,7 +194,11 @@ impl Proxy {
     }
 
     /// Buffers small bodies (so a 401 can be replayed) and streams the rest.
-    async fn read_body(&self, length: Option<u64>, body: Incoming) -> Result<OutBody, ProxyError> {
+    async fn read_body(
+        &self,
+        length: Option<u64>,
+        body: ClientBody,
+    ) -> Result<OutBody, ProxyError> {
         let small = match length {
             Some(length) => length <= self.replay_body_limit,
             None => body.is_end_stream(),
@@ -205,6 +213,7 @@ impl Proxy {
         let limit = usize::try_from(self.replay_body_limit).unwrap_or(usize::MAX);
         match Limited::new(body, limit).collect().await {
             Ok(collected) => Ok(OutBody::Buffered(collected.to_bytes())),
+            Err(error) if body_stalled(&*error) => Err(ProxyError::BodyTimeout),
             Err(_) => Err(ProxyError::BadRequest("request body could not be read")),
         }
     }
@@ -215,6 +224,7 @@ impl Proxy {
             Ok(Err(error)) if caused_by::<LengthLimitError>(&error) => {
                 Err(ProxyError::TooLarge(self.max_body.unwrap_or(u64::MAX)))
             }
+            Ok(Err(error)) if body_stalled(&error) => Err(ProxyError::BodyTimeout),
             Ok(Err(error)) => Err(ProxyError::Unreachable(error_chain(&error))),
             Err(_) => Err(ProxyError::Timeout(self.timeout)),
         }
@@ -222,7 +232,7 @@ impl Proxy {
 }
 
 /// Only origin-form targets: bearerd is never an open proxy.
-fn check_target(request: &Request<Incoming>) -> Result<(), ProxyError> {
+fn check_target<B>(request: &Request<B>) -> Result<(), ProxyError> {
     if request.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }

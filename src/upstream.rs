@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 use http_body_util::{Either, Full, Limited};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -19,8 +18,10 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use url::Url;
 
+use crate::serve::ClientBody;
+
 /// A request body going upstream: buffered (replayable) or streamed with a size limit.
-pub type UpstreamBody = Either<Full<Bytes>, Limited<Incoming>>;
+pub type UpstreamBody = Either<Full<Bytes>, Limited<ClientBody>>;
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 #[derive(Debug, thiserror::Error)]

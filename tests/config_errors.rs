@@ -272,6 +272,33 @@ fn a_non_loopback_admin_listen_needs_an_auth_token() {
     );
 }
 
+#[test]
+fn a_non_loopback_proxy_listen_needs_allow_clients() {
+    let exposed = |extra: &str| {
+        one_connection(extra).replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:8081\"")
+    };
+    let e = error(&exposed(""));
+    assert!(e.names("connection[0].allow_clients"), "{e}");
+    assert_mentions(&e, &["0.0.0.0:8081", "not a loopback address"]);
+    let c = config(&exposed("allow_clients = [\"10.0.0.0/8\", \"192.0.2.7\"]"));
+    let networks: Vec<String> = c.connections[0]
+        .allow_clients
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(networks, ["10.0.0.0/8", "192.0.2.7/32"]);
+    let e = error(&exposed("allow_clients = [\"10.0.0.0/33\"]"));
+    assert!(e.names("connection[0].allow_clients[0]"), "{e}");
+    // A loopback listener may list networks too (they then apply), or none.
+    let c = config(&one_connection("allow_clients = [\"127.0.0.0/8\"]"));
+    assert_eq!(c.connections[0].allow_clients.len(), 1);
+    assert!(
+        config(&one_connection("")).connections[0]
+            .allow_clients
+            .is_empty()
+    );
+}
+
 /// Configs whose errors are about (or next to) a literal secret; none may echo it.
 #[test]
 fn a_literal_secret_never_appears_in_an_error() {

@@ -21,13 +21,13 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::pages;
 use crate::connect::random_token;
+use crate::serve::ClientBody;
 
 /// The client bearerd is registered as.
 pub const CLIENT_ID: &str = "bearerd-demo";
@@ -100,7 +100,7 @@ impl Provider {
     }
 
     /// Serves one request.
-    pub async fn handle(&self, request: Request<Incoming>) -> DemoResponse {
+    pub async fn handle(&self, request: Request<ClientBody>) -> DemoResponse {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let query = parts.uri.query().unwrap_or_default().to_owned();
@@ -348,7 +348,7 @@ fn pairs(text: &str) -> HashMap<String, String> {
 }
 
 /// A form body (or none), at most [`MAX_BODY`] bytes.
-async fn read_form(body: Incoming) -> Result<HashMap<String, String>, StatusCode> {
+async fn read_form(body: ClientBody) -> Result<HashMap<String, String>, StatusCode> {
     let bytes = Limited::new(body, MAX_BODY)
         .collect()
         .await

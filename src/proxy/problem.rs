@@ -24,6 +24,10 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("request body is larger than max_body ({0} bytes)")]
     TooLarge(u64),
+    #[error("the request body stalled: no bytes for client_body_timeout")]
+    BodyTimeout,
+    #[error("this client's address is not in the connection's allow_clients")]
+    Forbidden,
 }
 
 impl From<TokenError> for ProxyError {
@@ -107,6 +111,8 @@ impl ProxyError {
                 "Request body too large",
                 None,
             ),
+            Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "Request body timed out", None),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "Forbidden", None),
         };
         let detail = match self {
             Self::NotConnected {

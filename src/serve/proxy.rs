@@ -1,73 +1,126 @@
 //! A proxy listener's accept loop: each app connection starts on the HTTP/1.1 fast path
 //! ([`crate::proxy::h1`]) and moves to hyper (HTTP/1.1 and h2c, [`Proxy::handle`]) when a
-//! request needs it, or at once for https upstreams. Connections are tracked so shutdown
-//! can wait for in-flight requests.
+//! request needs it, or at once for https upstreams. On hyper it gets the client limits of
+//! [`super::limits`], from the moment it is handed over. A client outside `allow_clients`
+//! never reaches the fast path: hyper answers it 403 and closes. Connections are tracked so
+//! shutdown can wait for in-flight requests.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use super::body::{ClientBody, Tracked};
+use super::limits::{Activity, Watched};
 use super::rewind::Rewind;
-use super::{Drain, accept_until, stopped};
-use crate::proxy::Proxy;
+use super::{Accepted, Drain, Gate, accept_until, drive, http_builder, last_on_connection};
 use crate::proxy::h1::{self, End};
+use crate::proxy::problem::{ProblemContext, ProxyError};
+use crate::proxy::{Proxy, ProxyBody};
 
 /// Serves `proxy` on `listener` until `shutdown` turns true; the returned [`Drain`] waits
-/// for open connections to finish their requests.
+/// for open connections to finish their requests. `gate` is shared by every worker
+/// accepting from the same listening socket.
 pub async fn serve_proxy(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    gate: Arc<Gate>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Drain {
     let tracker = TaskTracker::new();
+    let builder = Arc::new(http_builder());
     let for_connections = shutdown.clone();
-    accept_until(&listener, &mut shutdown, |stream| {
+    let what = proxy.connection.name.clone();
+    accept_until(&listener, &gate, &what, &mut shutdown, |accepted| {
         tracker.spawn(connection(
-            stream,
+            accepted,
             Arc::clone(&proxy),
+            Arc::clone(&gate),
+            Arc::clone(&builder),
             for_connections.clone(),
         ));
     })
     .await;
     tracker.close();
-    Drain::Tasks(tracker)
+    Drain(tracker)
 }
 
-async fn connection(mut stream: TcpStream, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
-    let read = match &proxy.pool {
-        Some(pool) => match h1::serve(&mut stream, &proxy, pool, &mut shutdown).await {
+async fn connection(
+    accepted: Accepted,
+    proxy: Arc<Proxy>,
+    gate: Arc<Gate>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Accepted {
+        mut stream,
+        permit: _permit,
+        allowed,
+    } = accepted;
+    let read = match (&proxy.pool, allowed) {
+        (Some(pool), true) => match h1::serve(&mut stream, &proxy, pool, &mut shutdown).await {
             End::Close => return,
             End::HandOff(read) => read.freeze(),
         },
-        None => Bytes::new(),
+        _ => Bytes::new(),
     };
-    hyper_connection(Rewind::new(stream, read), proxy, shutdown).await;
+    // The limits' clocks start at the hand-over; the fast path timed the connection so far.
+    let activity = Activity::new(*gate.limits());
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |request: Request<Incoming>| {
+            let in_flight = activity.request_started(request.version());
+            let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
+            async move {
+                let response = answer(&proxy, request, allowed, &activity).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+            }
+        })
+    };
+    let io = Watched::new(Rewind::new(stream, read), Arc::clone(&activity));
+    drive(&builder, io, service, &activity, &mut shutdown).await;
 }
 
-/// hyper serves the rest of the connection; on shutdown it finishes the request in flight.
-async fn hyper_connection(io: Rewind, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
-    let service = service_fn(move |request| {
-        let proxy = Arc::clone(&proxy);
-        async move { Ok::<_, Infallible>(proxy.handle(request).await) }
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = stopped(&mut shutdown) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(error = %error, "connection closed with an error");
+/// The proxy's answer, or 403 problem+json for a client outside `allow_clients`. Either of
+/// those and an answer to a stalled body (408) end the connection.
+async fn answer(
+    proxy: &Proxy,
+    request: Request<Incoming>,
+    allowed: bool,
+    activity: &Arc<Activity>,
+) -> Response<ProxyBody> {
+    let version = request.version();
+    if !allowed {
+        activity.close();
+        let context = ProblemContext {
+            connection: &proxy.connection.name,
+            connect_url: &proxy.connect_url,
+        };
+        let mut response = ProxyError::Forbidden
+            .to_response(&context)
+            .map(Either::Right);
+        proxy
+            .connection
+            .metrics
+            .request(StatusCode::FORBIDDEN, std::time::Duration::ZERO);
+        last_on_connection(version, &mut response);
+        return response;
     }
+    let (parts, body) = request.into_parts();
+    let body = ClientBody::new(body, activity);
+    let stalled = body.stalled();
+    let mut response = proxy.handle(Request::from_parts(parts, body)).await;
+    if stalled.get() {
+        last_on_connection(version, &mut response);
+    }
+    response
 }
