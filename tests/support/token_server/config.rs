@@ -85,6 +85,9 @@ pub enum Failure {
     Delay(Duration),
     /// Handle the request normally (commit any rotation), then drop the connection unanswered.
     LostResponse,
+    /// Hold the request until [`super::TokenServer::release_stalled`], then handle it normally
+    /// (a token endpoint that hangs while the test looks at what else still works).
+    Stall,
 }
 
 /// One `POST /token` as received (before any check).

@@ -97,7 +97,7 @@ pub(super) fn failure_response(f: &Failure) -> Option<Resp> {
         }
         Failure::InvalidScope => oauth_error(S::BAD_REQUEST, "invalid_scope", "scope not allowed"),
         Failure::CloudbedsInvalidRefresh => cloudbeds_invalid_refresh(),
-        Failure::Delay(_) | Failure::LostResponse => return None,
+        Failure::Delay(_) | Failure::LostResponse | Failure::Stall => return None,
     })
 }
 
