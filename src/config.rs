@@ -265,6 +265,16 @@ impl Config {
     }
 }
 
+/// An unreadable credential as anyone who can ask the admin listener sees it: the key, not
+/// the file path or variable behind it. `reason` is the full text from the connection's
+/// `credentials`, `KEY: what went wrong`, for the operator's log and `bearerd check`.
+pub fn unreadable_credential(reason: &str) -> String {
+    match reason.split_once(": ") {
+        Some((key, _)) => format!("{key}: cannot be read"),
+        None => "a credential cannot be read".to_owned(),
+    }
+}
+
 fn parse_raw(text: &str) -> Result<raw::RawConfig, ConfigError> {
     let deserializer = toml::Deserializer::parse(text)
         .map_err(|e| ConfigError::one(line_of(text, &e), e.message().to_owned()))?;
