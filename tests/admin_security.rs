@@ -296,3 +296,47 @@ async fn an_unreadable_secret_file_is_named_by_its_key_not_its_path() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_text_on_the_connect_pages_is_scrubbed() {
+    // A probe path the upstream answers by echoing the request, Authorization included.
+    let rig = rig_with(Options {
+        probe: Some("/echo-the-request"),
+        ..Options::default()
+    })
+    .await;
+    let done = support::connect_rig::connect(&rig).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    let html = done.text();
+    assert!(
+        html.contains("class=\"probe\"") && html.contains("[redacted]"),
+        "{html}"
+    );
+    for secret in rig.tokens.issued_secrets() {
+        assert!(!html.contains(&secret), "the success page shows a secret");
+    }
+
+    // A denial whose description echoes the client secret.
+    let start = admin_get(&rig, "/connections/hotel/connect").await;
+    let location = start.header("location").unwrap();
+    let url = url::Url::parse(&location).unwrap();
+    let flow_state = url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let secret = rig.tokens.client_secret();
+    let denied = admin_get(
+        &rig,
+        &format!(
+            "/oauth/callback?state={flow_state}&error=access_denied&error_description=client_secret%3D{secret}"
+        ),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::BAD_REQUEST);
+    let text = denied.text();
+    assert!(
+        !text.contains(&secret) && text.contains("[redacted]"),
+        "{text}"
+    );
+}

@@ -29,6 +29,8 @@ pub struct Options<'a> {
     pub no_revoke_url: bool,
     pub extra: &'a str,
     pub admin_token: Option<&'a str>,
+    /// The connection's `probe` path; `/userinfo` when `None`.
+    pub probe: Option<&'a str>,
 }
 
 pub async fn rig_with(options: Options<'_>) -> Rig {
@@ -50,7 +52,8 @@ pub async fn rig_with(options: Options<'_>) -> Rig {
     } else {
         options.provider
     };
-    let extra = format!("probe = \"/userinfo\"\n{revoke}\n{}", options.extra);
+    let probe = options.probe.unwrap_or("/userinfo");
+    let extra = format!("probe = \"{probe}\"\n{revoke}\n{}", options.extra);
     let mut config = ac_config("hotel", provider, &tokens, &upstream.url(), &dir, &extra);
     if let Some(token) = options.admin_token {
         config = config.replace("[admin]\n", &format!("[admin]\nauth_token = \"{token}\"\n"));
