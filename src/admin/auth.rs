@@ -5,7 +5,7 @@
 //! provider webhooks by confirming them with the provider.
 
 use base64::Engine;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN, REFERER};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, REFERER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
@@ -62,10 +62,14 @@ impl Guard {
     }
 
     /// False when a browser says the request comes from another origin: `Sec-Fetch-Site`
-    /// other than `same-origin`/`none`, or an `Origin`/`Referer` that is not `public_url`'s.
+    /// other than `same-origin`/`none`, or an `Origin`/`Referer` that is neither
+    /// `public_url`'s nor this request's own (`http://` + its `Host`, which the listener has
+    /// already checked: an operator on `localhost:PORT` is same-origin with that page).
     /// Absent headers say nothing (tools and old browsers send none).
     pub fn not_cross_site(&self, headers: &HeaderMap) -> bool {
         let header = |name| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+        let own = header(HOST).map(|host| format!("http://{}", host.trim().to_ascii_lowercase()));
+        let ours = |origin: &str| origin == self.public_origin || own.as_deref() == Some(origin);
         if let Some(site) = header(http::HeaderName::from_static("sec-fetch-site"))
             && !site.eq_ignore_ascii_case("same-origin")
             && !site.eq_ignore_ascii_case("none")
@@ -73,13 +77,13 @@ impl Guard {
             return false;
         }
         if let Some(origin) = header(ORIGIN)
-            && origin != self.public_origin
+            && !ours(origin)
         {
             return false;
         }
         if let Some(referer) = header(REFERER) {
             let origin = url::Url::parse(referer).map(|u| u.origin().ascii_serialization());
-            if origin.ok().as_deref() != Some(self.public_origin.as_str()) {
+            if !origin.is_ok_and(|origin| ours(&origin)) {
                 return false;
             }
         }
@@ -243,6 +247,17 @@ mod tests {
         assert!(!g.same_origin(&referer, &[]));
         // A tool: no Origin, no form.
         assert!(g.same_origin(&HeaderMap::new(), &[]));
+        // The page as reached at this request's own (already checked) Host.
+        let own = headers(&[
+            ("host", "localhost:9901"),
+            ("origin", "http://localhost:9901"),
+        ]);
+        assert!(g.not_cross_site(&own));
+        let other = headers(&[
+            ("host", "localhost:9901"),
+            ("origin", "http://localhost:9902"),
+        ]);
+        assert!(!g.not_cross_site(&other));
         assert!(g.same_origin(&headers(&[("content-type", "application/json")]), &[]));
     }
 

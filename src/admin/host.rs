@@ -5,8 +5,9 @@
 //! CSRF token) and drive the connect flow. What gives it away is `Host: attacker.example`.
 //! bearerd answers only to the authority of `admin.public_url` and to the address it listens
 //! on: exactly that address, any IP literal on its port when it listens on every address
-//! (probes and Prometheus come by pod IP), and `localhost` or any loopback IP on its port
-//! when it listens on loopback. An IP literal cannot be re-pointed, so it is no rebinding.
+//! (probes and Prometheus come by pod IP), any loopback IP on its port when it listens on
+//! loopback, and `localhost` on its port (`kubectl port-forward`). Neither an IP literal nor
+//! `localhost` can be re-pointed by a page, so neither is a rebinding.
 //! Everything else gets 421 Misdirected Request.
 
 use std::net::{IpAddr, SocketAddr};
@@ -68,7 +69,8 @@ impl Hosts {
                     || listen_ip.is_unspecified()
                     || (listen_ip.is_loopback() && ip.is_loopback())
             }
-            Err(_) => host == "localhost" && listen_ip.is_loopback(),
+            // Browsers resolve `localhost` themselves (to loopback): no page can re-point it.
+            Err(_) => host == "localhost",
         }
     }
 }
@@ -136,7 +138,8 @@ mod tests {
         assert!(!allows(&hosts, "bearerd.example.com:9901"));
         // Probes and scrapes by pod IP.
         assert!(allows(&hosts, "10.1.2.3:9901"));
-        assert!(!allows(&hosts, "localhost:9901"));
+        assert!(allows(&hosts, "localhost:9901"), "kubectl port-forward");
+        assert!(!allows(&hosts, "localhost:9902"));
         assert!(!allows(&hosts, "attacker.example:9901"));
     }
 
