@@ -3,8 +3,9 @@
 //! A page on `attacker.example` whose name is re-pointed at bearerd's address is same-origin
 //! with itself, so the browser lets it read bearerd's answers (the status page with its
 //! CSRF token) and drive the connect flow. What gives it away is `Host: attacker.example`.
-//! bearerd answers only to the authority of `admin.public_url` and to the address it listens
-//! on: exactly that address, any IP literal on its port when it listens on every address
+//! bearerd answers only to the authority of `admin.public_url` (and of each connection's
+//! `redirect_uri`, which may name a public host for the callback) and to the address it
+//! listens on: exactly that address, any IP literal on its port when it listens on every address
 //! (probes and Prometheus come by pod IP), any loopback IP on its port when it listens on
 //! loopback, and `localhost` on its port (`kubectl port-forward`). Neither an IP literal nor
 //! `localhost` can be re-pointed by a page, so neither is a rebinding.
@@ -18,21 +19,33 @@ use http::header::HOST;
 /// The names the admin listener answers to.
 #[derive(Debug, Clone)]
 pub struct Hosts {
-    /// `admin.public_url`'s host (lower case), its port (or its scheme's default), and the
-    /// port a `Host` without one means (its scheme's default).
-    public: Option<(String, u16, u16)>,
+    /// Configured names of this listener (`admin.public_url`, `redirect_uri`s): host (lower
+    /// case), port (or its scheme's default), and the port a `Host` without one means.
+    public: Vec<(String, u16, u16)>,
     /// The bound listen address.
     listen: SocketAddr,
 }
 
 impl Hosts {
     pub fn new(public_url: &str, listen: SocketAddr) -> Self {
-        let public = url::Url::parse(public_url).ok().and_then(|url| {
-            let host = url.host_str()?.to_ascii_lowercase();
-            let default = if url.scheme() == "https" { 443 } else { 80 };
-            Some((host, url.port_or_known_default()?, default))
-        });
-        Self { public, listen }
+        let mut hosts = Self {
+            public: Vec::new(),
+            listen,
+        };
+        hosts.also(public_url);
+        hosts
+    }
+
+    /// Also answers to `url`'s authority (a connection's `redirect_uri`).
+    pub fn also(&mut self, url: &str) {
+        let Ok(url) = url::Url::parse(url) else {
+            return;
+        };
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return;
+        };
+        let default = if url.scheme() == "https" { 443 } else { 80 };
+        self.public.push((host.to_ascii_lowercase(), port, default));
     }
 
     /// True if a request with these headers (and this URI authority, for HTTP/2) was meant
@@ -48,9 +61,12 @@ impl Hosts {
         let Some((host, port)) = split(&authority) else {
             return false;
         };
-        if let Some((public_host, public_port, default)) = &self.public
-            && host == *public_host
-            && port.unwrap_or(*default) == *public_port
+        if self
+            .public
+            .iter()
+            .any(|(public_host, public_port, default)| {
+                host == *public_host && port.unwrap_or(*default) == *public_port
+            })
         {
             return true;
         }
@@ -141,6 +157,15 @@ mod tests {
         assert!(allows(&hosts, "localhost:9901"), "kubectl port-forward");
         assert!(!allows(&hosts, "localhost:9902"));
         assert!(!allows(&hosts, "attacker.example:9901"));
+    }
+
+    #[test]
+    fn a_redirect_uri_names_the_listener_too() {
+        let mut hosts = Hosts::new("http://127.0.0.1:9901", "0.0.0.0:9901".parse().unwrap());
+        assert!(!allows(&hosts, "callback.example.com"));
+        hosts.also("https://callback.example.com/oauth/callback");
+        assert!(allows(&hosts, "callback.example.com"));
+        assert!(!allows(&hosts, "callback.example.com:80"));
     }
 
     #[test]

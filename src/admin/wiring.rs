@@ -22,6 +22,10 @@ impl Admin {
         let public_origin = url::Url::parse(&config.admin.public_url)
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();
+        let mut hosts = Hosts::new(&config.admin.public_url, listen);
+        for c in &config.connections {
+            hosts.also(c.redirect_uri.as_str());
+        }
         Admin {
             metrics,
             connections,
@@ -30,7 +34,7 @@ impl Admin {
                 csrf: crate::connect::random_token(32),
                 public_origin,
             },
-            hosts: Hosts::new(&config.admin.public_url, listen),
+            hosts,
             flows: ConnectFlows::default(),
             confirmations: Default::default(),
         }
