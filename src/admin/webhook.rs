@@ -232,3 +232,58 @@ async fn confirm(
         _ => Verdict::Failed("the disconnect did not finish".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_same_event_joins_and_too_many_properties_are_refused() {
+        let confirmations = Confirmations::default();
+        let (release, released) = watch::channel(false);
+        let work = |mut released: watch::Receiver<bool>| async move {
+            let _ = released.wait_for(|r| *r).await;
+            Verdict::NotConfirmed("test".into())
+        };
+        let first = confirmations
+            .join_or_start("hotel", "1", work(released.clone()))
+            .unwrap();
+        let joined = confirmations
+            .join_or_start("hotel", "1", async { unreachable!("joins, never runs") })
+            .unwrap();
+        assert!(first.same_channel(&joined));
+        for property in 2..=MAX_CONFIRMING {
+            let property = property.to_string();
+            assert!(
+                confirmations
+                    .join_or_start("hotel", &property, work(released.clone()))
+                    .is_some()
+            );
+        }
+        assert!(
+            confirmations
+                .join_or_start("hotel", "99", work(released.clone()))
+                .is_none()
+        );
+        // Another connection is not affected.
+        assert!(
+            confirmations
+                .join_or_start("other", "99", work(released.clone()))
+                .is_some()
+        );
+
+        release.send_replace(true);
+        let mut first = first;
+        let verdict = first.wait_for(Option::is_some).await.unwrap().clone();
+        assert_eq!(verdict, Some(Verdict::NotConfirmed("test".into())));
+        // Finished confirmations leave the map: the next event starts a new one.
+        // The spawned tasks end once released; give them turns to do so.
+        for _ in 0..10_000 {
+            if lock(&confirmations.in_flight).is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(lock(&confirmations.in_flight).is_empty());
+    }
+}
