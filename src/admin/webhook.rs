@@ -7,8 +7,14 @@
 //! (a token request that hangs for the whole `token_timeout`) never holds a webhook answer.
 //! While a confirmation for a connection and property is under way, the same event joins it
 //! instead of starting another, so a burst runs one confirmation and at most one disconnect.
+//! A connection starts at most [`MAX_STARTS`] confirmations a minute and runs at most
+//! [`MAX_CONFIRMING`] at once; events beyond get 503 and `Retry-After` (Cloudbeds retries
+//! five times, a minute apart). Cloudbeds counts API calls per client id (10 a second) and
+//! may suspend credentials that exceed it, so forged events must not become provider calls
+//! at the attacker's rate. A genuine event lost to a flood is not lost for long: an uninstall
+//! ends the sessions, and the next API call or refresh finds out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +23,7 @@ use http::StatusCode;
 use http::header::RETRY_AFTER;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 use super::respond::{AdminResponse, json_response};
 use super::{Admin, AdminConnection};
@@ -25,10 +32,11 @@ use crate::token::{Command, Connection};
 
 /// Longest a webhook request waits for its confirmation before answering `accepted`.
 pub const ANSWER_BUDGET: Duration = Duration::from_millis(1500);
-/// Confirmations under way per connection for different properties; more are answered 503
-/// (Cloudbeds retries), so a flood of made-up property ids cannot turn into a flood of
-/// getAppState calls against the provider's rate limit.
-const MAX_CONFIRMING: usize = 4;
+/// Confirmations under way per connection (for different properties).
+pub const MAX_CONFIRMING: usize = 4;
+/// Confirmations a connection starts per [`WINDOW`].
+pub const MAX_STARTS: usize = 12;
+const WINDOW: Duration = Duration::from_secs(60);
 /// Longest a confirmed disconnect waits for the refresher (which may be in a token request).
 const DISCONNECT_WAIT: Duration = Duration::from_secs(300);
 
@@ -43,56 +51,78 @@ pub enum Verdict {
 }
 
 type Key = (String, String);
-type InFlight = HashMap<Key, watch::Receiver<Option<Verdict>>>;
+
+#[derive(Default)]
+struct State {
+    in_flight: HashMap<Key, watch::Receiver<Option<Verdict>>>,
+    /// When each connection's confirmations of the last [`WINDOW`] started.
+    started: HashMap<String, VecDeque<Instant>>,
+}
 
 /// Confirmations under way, by connection and property.
 #[derive(Default, Clone)]
 pub struct Confirmations {
-    in_flight: Arc<Mutex<InFlight>>,
+    state: Arc<Mutex<State>>,
 }
 
 /// Removes a confirmation from the map when its task ends, however it ends.
 struct Done {
-    in_flight: Arc<Mutex<InFlight>>,
+    state: Arc<Mutex<State>>,
     key: Key,
 }
 
 impl Drop for Done {
     fn drop(&mut self) {
-        lock(&self.in_flight).remove(&self.key);
+        lock(&self.state).in_flight.remove(&self.key);
     }
 }
 
-fn lock(map: &Mutex<InFlight>) -> MutexGuard<'_, InFlight> {
-    // Insert and remove only: a panic while holding the lock cannot leave it inconsistent.
-    map.lock()
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Small inserts and removals only: a panic while holding the lock cannot leave it
+    // inconsistent.
+    state
+        .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Confirmations {
     /// Joins the confirmation of (`connection`, `property`) under way, or starts `work` as
-    /// a new one. `None` when too many are under way for the connection.
+    /// a new one. `None` when the connection has too many under way or started too many
+    /// in the last minute.
     fn join_or_start<F>(
         &self,
         connection: &str,
         property: &str,
+        now: Instant,
         work: F,
     ) -> Option<watch::Receiver<Option<Verdict>>>
     where
         F: Future<Output = Verdict> + Send + 'static,
     {
         let key = (connection.to_owned(), property.to_owned());
-        let mut map = lock(&self.in_flight);
-        if let Some(joined) = map.get(&key) {
+        let mut state = lock(&self.state);
+        if let Some(joined) = state.in_flight.get(&key) {
             return Some(joined.clone());
         }
-        if map.keys().filter(|(c, _)| c == connection).count() >= MAX_CONFIRMING {
+        let running = state.in_flight.keys().filter(|(c, _)| c == connection);
+        if running.count() >= MAX_CONFIRMING {
             return None;
         }
+        let started = state.started.entry(connection.to_owned()).or_default();
+        while started
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= WINDOW)
+        {
+            started.pop_front();
+        }
+        if started.len() >= MAX_STARTS {
+            return None;
+        }
+        started.push_back(now);
         let (verdict, receiver) = watch::channel(None);
-        map.insert(key.clone(), receiver.clone());
+        state.in_flight.insert(key.clone(), receiver.clone());
         let done = Done {
-            in_flight: Arc::clone(&self.in_flight),
+            state: Arc::clone(&self.state),
             key,
         };
         tokio::spawn(async move {
@@ -150,13 +180,14 @@ impl Admin {
             Arc::clone(check),
             property.clone(),
         );
-        let Some(mut verdict) =
-            self.confirmations
-                .join_or_start(&c.connection.name, &property, work)
-        else {
+        let name = &c.connection.name;
+        let joined = self
+            .confirmations
+            .join_or_start(name, &property, Instant::now(), work);
+        let Some(mut verdict) = joined else {
             let mut busy = json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"result": "busy", "reason": "too many events are being confirmed"}),
+                &json!({"result": "busy", "reason": "too many events to confirm; retry in a minute"}),
             );
             busy.headers_mut()
                 .insert(RETRY_AFTER, http::HeaderValue::from_static("60"));
@@ -237,53 +268,76 @@ async fn confirm(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_same_event_joins_and_too_many_properties_are_refused() {
-        let confirmations = Confirmations::default();
-        let (release, released) = watch::channel(false);
-        let work = |mut released: watch::Receiver<bool>| async move {
-            let _ = released.wait_for(|r| *r).await;
-            Verdict::NotConfirmed("test".into())
-        };
-        let first = confirmations
-            .join_or_start("hotel", "1", work(released.clone()))
-            .unwrap();
-        let joined = confirmations
-            .join_or_start("hotel", "1", async { unreachable!("joins, never runs") })
-            .unwrap();
-        assert!(first.same_channel(&joined));
-        for property in 2..=MAX_CONFIRMING {
-            let property = property.to_string();
-            assert!(
-                confirmations
-                    .join_or_start("hotel", &property, work(released.clone()))
-                    .is_some()
-            );
-        }
-        assert!(
-            confirmations
-                .join_or_start("hotel", "99", work(released.clone()))
-                .is_none()
-        );
-        // Another connection is not affected.
-        assert!(
-            confirmations
-                .join_or_start("other", "99", work(released.clone()))
-                .is_some()
-        );
+    async fn gated(mut released: watch::Receiver<bool>) -> Verdict {
+        let _ = released.wait_for(|r| *r).await;
+        Verdict::NotConfirmed("test".into())
+    }
 
-        release.send_replace(true);
-        let mut first = first;
-        let verdict = first.wait_for(Option::is_some).await.unwrap().clone();
-        assert_eq!(verdict, Some(Verdict::NotConfirmed("test".into())));
-        // Finished confirmations leave the map: the next event starts a new one.
+    async fn until_idle(confirmations: &Confirmations) {
         // The spawned tasks end once released; give them turns to do so.
         for _ in 0..10_000 {
-            if lock(&confirmations.in_flight).is_empty() {
-                break;
+            if lock(&confirmations.state).in_flight.is_empty() {
+                return;
             }
             tokio::task::yield_now().await;
         }
-        assert!(lock(&confirmations.in_flight).is_empty());
+        panic!("confirmations still under way");
+    }
+
+    #[tokio::test]
+    async fn the_same_event_joins_and_too_many_properties_are_refused() {
+        let confirmations = Confirmations::default();
+        let now = Instant::now();
+        let (release, released) = watch::channel(false);
+        let start = |connection: &str, property: &str| {
+            confirmations.join_or_start(connection, property, now, gated(released.clone()))
+        };
+        let mut first = start("hotel", "1").unwrap();
+        let joined = confirmations
+            .join_or_start("hotel", "1", now, async {
+                unreachable!("joins, never runs")
+            })
+            .unwrap();
+        assert!(first.same_channel(&joined));
+        for property in 2..=MAX_CONFIRMING {
+            assert!(start("hotel", &property.to_string()).is_some());
+        }
+        assert!(start("hotel", "99").is_none());
+        // Another connection is not affected.
+        assert!(start("other", "99").is_some());
+
+        release.send_replace(true);
+        let verdict = first.wait_for(Option::is_some).await.unwrap().clone();
+        assert_eq!(verdict, Some(Verdict::NotConfirmed("test".into())));
+        // Finished confirmations leave the map.
+        until_idle(&confirmations).await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_starts_a_bounded_number_a_minute() {
+        let confirmations = Confirmations::default();
+        let now = Instant::now();
+        let done = || async { Verdict::NotConfirmed("test".into()) };
+        for property in 0..MAX_STARTS {
+            let started = confirmations.join_or_start("hotel", &property.to_string(), now, done());
+            assert!(started.is_some());
+            until_idle(&confirmations).await;
+        }
+        assert!(
+            confirmations
+                .join_or_start("hotel", "x", now, done())
+                .is_none()
+        );
+        assert!(
+            confirmations
+                .join_or_start("other", "x", now, done())
+                .is_some()
+        );
+        let later = now + WINDOW;
+        assert!(
+            confirmations
+                .join_or_start("hotel", "x", later, done())
+                .is_some()
+        );
     }
 }
