@@ -4,7 +4,10 @@
 
 mod auth;
 mod flow;
+mod host;
 mod respond;
+mod webhook;
+mod wiring;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,13 +19,15 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 pub use auth::Guard;
+pub use host::Hosts;
 use respond::{AdminResponse, html, json_response, not_found, problem, redirect, text};
 
 use crate::config::{GrantKind, Provider};
+use crate::connect::webhook::confirm::AppStateCheck;
 use crate::connect::{ConnectFlows, ConnectSettings, pages};
 use crate::metrics::Metrics;
 use crate::serve::ClientBody;
-use crate::token::{ConnState, Connection, TokenState};
+use crate::token::{ConnState, Connection, SecretString, TokenState};
 use crate::upstream::HttpClient;
 
 /// Admin request bodies (forms, webhooks) are small.
@@ -33,7 +38,11 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub connections: Vec<AdminConnection>,
     pub guard: Guard,
+    /// The `Host` values this listener answers to.
+    pub hosts: Hosts,
     pub flows: ConnectFlows,
+    /// App-state events being confirmed with the provider.
+    pub confirmations: webhook::Confirmations,
 }
 
 pub struct AdminConnection {
@@ -44,8 +53,12 @@ pub struct AdminConnection {
     pub connect: Option<ConnectSettings>,
     /// The connection's client id, to match provider webhooks.
     pub client_id: Option<String>,
+    /// Scrubbed from provider text before it is shown.
+    pub client_secret: Option<SecretString>,
     /// `GET` after connecting, shown on the success page.
     pub probe: Option<Probe>,
+    /// Cloudbeds: how to confirm an app-state webhook with the provider.
+    pub app_state: Option<Arc<AppStateCheck>>,
 }
 
 pub struct Probe {
@@ -56,6 +69,13 @@ pub struct Probe {
 impl Admin {
     pub async fn handle(&self, request: Request<ClientBody>) -> AdminResponse {
         let (parts, body) = request.into_parts();
+        if !self.hosts.allows(&parts.uri, &parts.headers) {
+            // DNS rebinding: a page on another name pointed at this address.
+            return problem(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this listener answers to admin.public_url's host and its own address only",
+            );
+        }
         let path = parts.uri.path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&parts.method, segments.as_slice()) {
@@ -78,10 +98,21 @@ impl Admin {
                 if !self.guard.authorized(&parts.headers) {
                     return self.guard.challenge();
                 }
-                match self.find(name) {
-                    Some(c) => self.start_connect(c).await,
-                    None => not_found(),
+                let Some(c) = self.find(name) else {
+                    return not_found();
+                };
+                // Starting a flow changes state: only a same-origin page, the address bar or
+                // a tool may do it with a GET. Anyone else gets a button to press here.
+                if let Some(settings) = &c.connect
+                    && !self.guard.not_cross_site(&parts.headers)
+                {
+                    let page = pages::confirm_connect(&c.connection.name, &self.guard.csrf);
+                    // The button's POST is redirected to the provider: CSP `form-action`
+                    // covers redirects, so the provider's origin must be allowed.
+                    let provider = settings.authorize_url.origin().ascii_serialization();
+                    return respond::with_form_target(html(StatusCode::FORBIDDEN, page), &provider);
                 }
+                self.start_connect(c, StatusCode::FOUND).await
             }
             (&Method::GET, ["oauth", "callback"]) => self.callback(&parts.uri).await,
             (&Method::POST, ["webhooks", name]) => match self.find(name) {
@@ -94,14 +125,22 @@ impl Admin {
                 }
                 None => not_found(),
             },
-            (&Method::POST, ["connections", name, action @ ("refresh" | "disconnect")]) => {
+            (
+                &Method::POST,
+                [
+                    "connections",
+                    name,
+                    action @ ("refresh" | "disconnect" | "connect"),
+                ],
+            ) => {
                 if !self.guard.authorized(&parts.headers) {
                     return self.guard.challenge();
                 }
                 let Some(bytes) = read_body(body).await else {
                     return problem(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
                 };
-                let form: Vec<(String, String)> = if auth::is_form(&parts.headers) {
+                let from_page = auth::is_form(&parts.headers);
+                let form: Vec<(String, String)> = if from_page {
                     form_urlencoded::parse(&bytes).into_owned().collect()
                 } else {
                     Vec::new()
@@ -115,11 +154,10 @@ impl Admin {
                 let Some(c) = self.find(name) else {
                     return not_found();
                 };
-                let from_page = auth::is_form(&parts.headers);
-                if *action == "refresh" {
-                    self.refresh(c, from_page).await
-                } else {
-                    self.disconnect(c, from_page).await
+                match *action {
+                    "refresh" => self.refresh(c, from_page).await,
+                    "disconnect" => self.disconnect(c, from_page).await,
+                    _ => self.start_connect(c, StatusCode::SEE_OTHER).await,
                 }
             }
             (_, ["" | "healthz" | "readyz" | "metrics" | "connections"])

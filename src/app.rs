@@ -10,9 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{Admin, AdminConnection, Guard, Probe};
+use crate::admin::{Admin, AdminConnection};
 use crate::config::{Config, ConnectionConfig, GrantKind, Provider, Revocation};
-use crate::connect::{ConnectFlows, ConnectSettings};
 use crate::discovery;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, h1};
@@ -116,7 +115,7 @@ impl App {
             };
             let addr = listeners[0].0.local_addr().map_err(bind_error)?;
             tracing::info!(connection = %c.name, %addr, upstream = %c.upstream, "proxy listening");
-            admin_connections.push(admin_connection(c, &proxy));
+            admin_connections.push(AdminConnection::new(c, &proxy));
             app.connections.push(Arc::clone(&proxy.connection));
             app.proxies.push((c.name.clone(), addr));
             app.refreshers.push(tokio::spawn(refresher.run()));
@@ -149,19 +148,12 @@ impl App {
                 source,
             })?;
         tracing::info!(addr = %app.admin_addr, "admin listening");
-        let public_origin = url::Url::parse(&config.admin.public_url)
-            .map(|u| u.origin().ascii_serialization())
-            .unwrap_or_default();
-        let admin = Arc::new(Admin {
+        let admin = Arc::new(Admin::new(
+            &config,
             metrics,
-            connections: admin_connections,
-            guard: Guard {
-                auth_token: config.admin.auth_token.clone(),
-                csrf: crate::connect::random_token(32),
-                public_origin,
-            },
-            flows: ConnectFlows::default(),
-        });
+            admin_connections,
+            app.admin_addr,
+        ));
         let handler = move |request| {
             let admin = Arc::clone(&admin);
             async move { admin.handle(request).await }
@@ -232,42 +224,6 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, AppError> {
             what: what.to_owned(),
             source,
         })
-}
-
-/// What the admin listener needs of a connection.
-fn admin_connection(c: &ConnectionConfig, proxy: &Proxy) -> AdminConnection {
-    let client_id = c
-        .credentials
-        .as_ref()
-        .ok()
-        .map(|creds| creds.client_id.secret().to_owned());
-    let connect = match (&c.authorize_url, &client_id, c.grant) {
-        (Some(authorize_url), Some(client_id), GrantKind::AuthorizationCode) => {
-            Some(ConnectSettings {
-                authorize_url: authorize_url.clone(),
-                client_id: client_id.clone(),
-                redirect_uri: c.redirect_uri.clone(),
-                scopes: c.scopes.clone(),
-            })
-        }
-        _ => None,
-    };
-    let probe = c.probe.as_deref().and_then(|path| {
-        let path = http::uri::PathAndQuery::try_from(path).ok()?;
-        let uri = proxy.target.uri(Some(&path)).ok()?;
-        Some(Probe {
-            client: proxy.client.clone(),
-            uri,
-        })
-    });
-    AdminConnection {
-        connection: Arc::clone(&proxy.connection),
-        provider: c.provider,
-        grant: c.grant,
-        connect,
-        client_id,
-        probe,
-    }
 }
 
 /// Opens the token store if some connection needs one (refresh-token grants). A wrong
@@ -352,7 +308,11 @@ async fn resolve_endpoints(
     client: &upstream::HttpClient,
 ) -> (ConnectionConfig, Option<String>) {
     let mut c = c.clone();
-    let mut problem = c.credentials.as_ref().err().cloned();
+    let mut problem = c.credentials.as_ref().err().map(|reason| {
+        // The full reason names a file or variable: for the log, not for /connections.
+        tracing::error!(connection = %c.name, %reason, "credentials cannot be read: the connection starts misconfigured");
+        crate::config::unreadable_credential(reason)
+    });
     if let Some(issuer) = c.issuer.clone() {
         match discovery::discover(client, &issuer, c.connect_timeout + c.timeout).await {
             Ok(metadata) => {

@@ -308,6 +308,18 @@ impl Config {
     }
 }
 
+/// An unreadable credential as anyone who can ask the admin listener sees it: the key, and
+/// the environment variable if that is where it comes from, but never a file path (nor the
+/// OS error about it). `reason` is the full text from the connection's `credentials`,
+/// `KEY: what went wrong`, for the operator's log and `bearerd check`.
+pub fn unreadable_credential(reason: &str) -> String {
+    match reason.split_once(": ") {
+        Some((_, why)) if why.starts_with("environment variable ") => reason.to_owned(),
+        Some((key, _)) => format!("{key}: cannot be read"),
+        None => "a credential cannot be read".to_owned(),
+    }
+}
+
 fn parse_raw(text: &str) -> Result<raw::RawConfig, ConfigError> {
     let deserializer = toml::Deserializer::parse(text)
         .map_err(|e| ConfigError::one(line_of(text, &e), e.message().to_owned()))?;

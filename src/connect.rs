@@ -17,12 +17,16 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use url::Url;
 
+use crate::scrub::scrub;
 use crate::token::SecretString;
 
 /// How long a connect flow may take between redirect and callback.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(600);
-/// Flows started and not finished, at most; more are refused until some expire.
-const MAX_PENDING: usize = 1024;
+/// Flows started and not finished, per connection. Starting one more evicts that
+/// connection's oldest: a flood of starts for one connection (a cross-site page that slipped
+/// past the same-origin check, say) can neither block another connection's connect nor keep
+/// the operator's own newest flow from working.
+pub const MAX_PENDING_PER_CONNECTION: usize = 16;
 
 /// What a connection needs to send a browser to the provider.
 #[derive(Debug, Clone)]
@@ -54,10 +58,6 @@ pub enum CallbackError {
     MissingCode,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("too many connect flows are under way; try again in a few minutes")]
-pub struct TooManyFlows;
-
 /// Flows under way, keyed by their `state`.
 #[derive(Default)]
 pub struct ConnectFlows {
@@ -66,12 +66,7 @@ pub struct ConnectFlows {
 
 impl ConnectFlows {
     /// Starts a flow: returns the provider URL to redirect the browser to.
-    pub fn start(
-        &self,
-        connection: &str,
-        settings: &ConnectSettings,
-        now: Instant,
-    ) -> Result<Url, TooManyFlows> {
+    pub fn start(&self, connection: &str, settings: &ConnectSettings, now: Instant) -> Url {
         let state = random_token(32);
         let verifier = random_token(64);
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -89,8 +84,17 @@ impl ConnectFlows {
         }
         let mut pending = self.lock();
         pending.retain(|_, p| now.duration_since(p.started) < STATE_LIFETIME);
-        if pending.len() >= MAX_PENDING {
-            return Err(TooManyFlows);
+        let mut mine: Vec<(Instant, String)> = pending
+            .iter()
+            .filter(|(_, p)| p.connection == connection)
+            .map(|(state, p)| (p.started, state.clone()))
+            .collect();
+        if mine.len() >= MAX_PENDING_PER_CONNECTION {
+            mine.sort();
+            let excess = mine.len() + 1 - MAX_PENDING_PER_CONNECTION;
+            for (_, state) in mine.into_iter().take(excess) {
+                pending.remove(&state);
+            }
         }
         pending.insert(
             state,
@@ -101,7 +105,15 @@ impl ConnectFlows {
                 started: now,
             },
         );
-        Ok(url)
+        url
+    }
+
+    /// Flows under way for `connection` (for tests and the status page).
+    pub fn pending(&self, connection: &str) -> usize {
+        self.lock()
+            .values()
+            .filter(|p| p.connection == connection)
+            .count()
     }
 
     /// Checks a callback's query. The state is used up whatever the outcome, so a replayed
@@ -128,7 +140,11 @@ impl ConnectFlows {
         let connection = Some(pending.connection.clone());
         if let Some(error) = param("error") {
             let description = param("error_description").unwrap_or("");
-            let text: String = format!("{error} {description}").chars().take(200).collect();
+            let text = scrub(
+                &format!("{error} {description}"),
+                &[pending.verifier.secret()],
+            );
+            let text: String = text.chars().take(200).collect();
             return Err((connection, CallbackError::Denied(text.trim().to_owned())));
         }
         let code = param("code")
@@ -180,7 +196,7 @@ mod tests {
     fn authorize_url_carries_state_and_pkce() {
         let flows = ConnectFlows::default();
         let now = Instant::now();
-        let url = flows.start("hotel", &settings(), now).unwrap();
+        let url = flows.start("hotel", &settings(), now);
         let q = query(&url);
         assert_eq!(q["tenant"], "1");
         assert_eq!(q["response_type"], "code");
@@ -202,7 +218,7 @@ mod tests {
     fn bad_states_are_refused() {
         let flows = ConnectFlows::default();
         let now = Instant::now();
-        let state = query(&flows.start("hotel", &settings(), now).unwrap())["state"].clone();
+        let state = query(&flows.start("hotel", &settings(), now))["state"].clone();
         let err = |r: Result<_, (Option<String>, CallbackError)>| r.err().map(|(_, e)| e);
         assert_eq!(
             err(flows.finish(&callback(&[("code", "c")]), now)),
@@ -219,7 +235,7 @@ mod tests {
             Some(CallbackError::UnknownState)
         );
         // Single use.
-        let state = query(&flows.start("hotel", &settings(), now).unwrap())["state"].clone();
+        let state = query(&flows.start("hotel", &settings(), now))["state"].clone();
         assert!(
             flows
                 .finish(&callback(&[("state", &state), ("code", "c")]), now)
@@ -230,7 +246,7 @@ mod tests {
             Some(CallbackError::UnknownState)
         );
         // Denied at the provider: refused, and the state is used up.
-        let state = query(&flows.start("hotel", &settings(), now).unwrap())["state"].clone();
+        let state = query(&flows.start("hotel", &settings(), now))["state"].clone();
         let denied = flows.finish(
             &callback(&[("state", &state), ("error", "access_denied")]),
             now,
@@ -243,21 +259,56 @@ mod tests {
     }
 
     #[test]
-    fn pending_flows_are_bounded() {
+    fn pending_flows_are_bounded_per_connection() {
         let flows = ConnectFlows::default();
         let now = Instant::now();
-        for _ in 0..MAX_PENDING {
-            flows.start("hotel", &settings(), now).unwrap();
+        let state = |url: Url| query(&url)["state"].clone();
+        let other = state(flows.start("other", &settings(), now));
+        let first = state(flows.start("hotel", &settings(), now));
+        for i in 1..=(MAX_PENDING_PER_CONNECTION as u64 * 4) {
+            flows.start("hotel", &settings(), now + Duration::from_millis(i));
         }
-        assert_eq!(
-            flows.start("hotel", &settings(), now).err(),
-            Some(TooManyFlows)
+        assert_eq!(flows.pending("hotel"), MAX_PENDING_PER_CONNECTION);
+        // The flood evicted hotel's oldest flow, and nothing of another connection's.
+        assert_eq!(flows.pending("other"), 1);
+        let finish = |state: &str| flows.finish(&callback(&[("state", state), ("code", "c")]), now);
+        assert!(finish(&first).is_err());
+        assert!(finish(&other).is_ok());
+        let newest = state(flows.start("hotel", &settings(), now + Duration::from_secs(1)));
+        assert!(finish(&newest).is_ok());
+        // Expired flows go.
+        flows.start(
+            "hotel",
+            &settings(),
+            now + STATE_LIFETIME + Duration::from_secs(2),
         );
-        // Expired flows make room.
+        assert_eq!(flows.pending("hotel"), 1);
+    }
+
+    #[test]
+    fn a_denial_text_is_scrubbed_of_the_verifier() {
+        let flows = ConnectFlows::default();
+        let now = Instant::now();
+        let state = query(&flows.start("hotel", &settings(), now))["state"].clone();
+        let verifier = flows
+            .lock()
+            .get(&state)
+            .map(|p| p.verifier.secret().to_owned())
+            .unwrap();
+        let denied = flows.finish(
+            &callback(&[
+                ("state", &state),
+                ("error", "access_denied"),
+                ("error_description", &format!("bad verifier {verifier}")),
+            ]),
+            now,
+        );
+        let Err((_, CallbackError::Denied(text))) = denied else {
+            panic!("denied")
+        };
         assert!(
-            flows
-                .start("hotel", &settings(), now + STATE_LIFETIME)
-                .is_ok()
+            !text.contains(&verifier) && text.contains("[redacted]"),
+            "{text}"
         );
     }
 }

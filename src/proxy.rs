@@ -8,7 +8,7 @@
 pub mod h1;
 mod headers;
 pub mod problem;
-mod signals;
+pub(crate) mod signals;
 
 use std::error::Error as StdError;
 use std::sync::Arc;

@@ -2,7 +2,9 @@
 //! bearerd's status page, presses Connect, logs in and consents on the test authorization
 //! server's pages, lands on bearerd's success page with the probe's answer; a request through
 //! the proxy then reaches the upstream as the logged-in user. Disconnect from the status page
-//! revokes at the provider and the proxy answers 503 again.
+//! revokes at the provider and the proxy answers 503 again. Then a page on another origin
+//! (a second 127.0.0.1 port) embeds the connect URL in `<img>` tags: no flow starts; its
+//! plain link gets bearerd's "Connect?" page, whose same-origin button does start one.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (skipped loudly without them, failed
 //! under `CI`). Screenshots go to `target/browser-*.png`.
@@ -260,5 +262,81 @@ async fn run(w: &World, b: &Browser) -> Result<(), BoxError> {
         format!("after disconnect: {status} {body}"),
     )?;
     check(!has_tokens(w).await, "tokens still stored after disconnect")?;
+    cross_origin(w, b, &admin).await
+}
+
+/// How many `<img>` tags the cross-origin page points at the connect URL.
+const IMAGES: usize = 20;
+
+/// A page on another origin that tries to start connect flows with `<img>` tags and offers
+/// a plain link; `#status` reads `loaded N` once every image request was answered.
+async fn attacker_page(admin: &str) -> String {
+    let connect = format!("{admin}/connections/{NAME}/connect");
+    let images: String = (0..IMAGES)
+        .map(|i| format!("<img src=\"{connect}?i={i}\" onload=\"done()\" onerror=\"done()\">"))
+        .collect();
+    let html = format!(
+        "<!doctype html><html><head><title>elsewhere</title><script>let left = {IMAGES};\
+function done() {{ left -= 1; if (left === 0) {{ document.getElementById('status').textContent = 'loaded {IMAGES}'; }} }}\
+</script></head><body><p id=\"status\">loading</p><a id=\"connect\" href=\"{connect}\">Connect</a>{images}</body></html>"
+    );
+    let addr = support::spawn_server(move |_request| {
+        let html = html.clone();
+        async move {
+            let mut response =
+                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(html)));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            Ok::<_, BoxError>(response)
+        }
+    })
+    .await;
+    format!("http://{addr}/")
+}
+
+async fn cross_origin(w: &World, b: &Browser, admin: &str) -> Result<(), BoxError> {
+    let authorize_before = w.tokens.authorization_requests().len();
+    let page = attacker_page(admin).await;
+    b.goto(&page).await?;
+    b.wait_text("#status", &format!("loaded {IMAGES}")).await?;
+    b.screenshot("cross-origin").await;
+    let state = w
+        .bearerd
+        .app
+        .connection(NAME)
+        .ok_or("no connection")?
+        .snapshot()
+        .state;
+    check(
+        state == bearerd::token::ConnState::Disconnected,
+        format!(
+            "after the cross-origin images the state is {}",
+            state.as_str()
+        ),
+    )?;
+    check(
+        w.tokens.authorization_requests().len() == authorize_before,
+        "a cross-origin <img> reached the provider's authorize page",
+    )?;
+
+    // Its plain link: bearerd asks first; the same-origin button starts the flow.
+    b.click("#connect").await?;
+    let h1 = b.text("h1").await?;
+    check(
+        h1.starts_with("Connect"),
+        format!("the link's answer: {h1}"),
+    )?;
+    b.screenshot("connect-confirm").await;
+    b.click(&format!(
+        "form[action='/connections/{NAME}/connect'] button"
+    ))
+    .await?;
+    b.wait_css("#username").await?;
+    check(
+        w.tokens.authorization_requests().len() == authorize_before + 1,
+        "the button did not start exactly one flow",
+    )?;
     Ok(())
 }

@@ -1,131 +1,19 @@
 //! The connect flow without a browser: redirect with state and PKCE, the test
 //! authorization server's login and consent walked over HTTP, the callback, the probe,
-//! bad states, disconnect (RFC 7009 and Cloudbeds), webhooks, and admin security.
+//! bad states, disconnect (RFC 7009 and Cloudbeds), and the admin token with CSRF. Webhooks are
+//! in `webhooks.rs`, the hostile-browser cases in `admin_security.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use bearerd::token::ConnState;
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::Full;
-use support::{
-    Bearerd, TestResponse, TokenServer, TokenServerConfig, Upstream, ac_config, stored,
-    temp_store_dir,
+use http::StatusCode;
+use support::connect_rig::{
+    Options, admin_get, admin_get_with, admin_post, callback_path, connect, csrf_of, rig, rig_with,
+    state,
 };
-use tokio::time::Instant;
-
-struct Rig {
-    tokens: TokenServer,
-    upstream: Upstream,
-    dir: std::path::PathBuf,
-    bearerd: Bearerd,
-}
-
-/// How a test's bearerd differs from the default rig.
-#[derive(Default)]
-struct Options<'a> {
-    provider: &'a str,
-    cloudbeds: bool,
-    /// `Some(url)`: revoke there; `None`: the token server's RFC 7009 endpoint; the cloudbeds
-    /// preset with `no_revoke_url` uses postAppState.
-    revoke_url: Option<String>,
-    no_revoke_url: bool,
-    extra: &'a str,
-    admin_token: Option<&'a str>,
-}
-
-async fn rig_with(options: Options<'_>) -> Rig {
-    let tokens = TokenServer::start(TokenServerConfig {
-        cloudbeds: options.cloudbeds,
-        ..TokenServerConfig::default()
-    })
-    .await;
-    tokens.add_user("hotelier", "correct horse");
-    let upstream = Upstream::start(tokens.clone()).await;
-    let dir = temp_store_dir("connect");
-    let revoke = match (options.no_revoke_url, options.revoke_url) {
-        (true, _) => String::new(),
-        (false, Some(url)) => format!("revoke_url = \"{url}\""),
-        (false, None) => format!("revoke_url = \"{}\"", tokens.revoke_url()),
-    };
-    let provider = if options.provider.is_empty() {
-        "oauth2"
-    } else {
-        options.provider
-    };
-    let extra = format!("probe = \"/userinfo\"\n{revoke}\n{}", options.extra);
-    let mut config = ac_config("hotel", provider, &tokens, &upstream.url(), &dir, &extra);
-    if let Some(token) = options.admin_token {
-        config = config.replace("[admin]\n", &format!("[admin]\nauth_token = \"{token}\"\n"));
-    }
-    let bearerd = Bearerd::start(&config).await;
-    // The first store read settles the state (no record: needs_authorization).
-    let conn = bearerd.app.connection("hotel").unwrap();
-    support::eventually(std::time::Duration::from_secs(5), "store loaded", || {
-        let settled = conn.snapshot().state != ConnState::Refreshing;
-        async move { settled.then_some(()) }
-    })
-    .await;
-    Rig {
-        tokens,
-        upstream,
-        dir,
-        bearerd,
-    }
-}
-
-async fn rig() -> Rig {
-    rig_with(Options::default()).await
-}
-
-async fn admin_get(rig: &Rig, path_and_query: &str) -> TestResponse {
-    support::get(&format!("{}{path_and_query}", rig.bearerd.admin), None)
-        .await
-        .unwrap()
-}
-
-async fn admin_post(rig: &Rig, path: &str, headers: &[(&str, &str)], body: &str) -> TestResponse {
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(format!("{}{path}", rig.bearerd.admin));
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    support::send(
-        request
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap(),
-    )
-    .await
-    .unwrap()
-}
-
-/// The callback URL's path and query (the configured redirect_uri names port 9901; the test
-/// admin listener is elsewhere).
-fn callback_path(location: &str) -> String {
-    let at = location.find("/oauth/callback").expect("a callback URL");
-    location[at..].to_owned()
-}
-
-/// Connect → provider → callback; returns the callback's answer.
-async fn connect(rig: &Rig) -> TestResponse {
-    let start = admin_get(rig, "/connections/hotel/connect").await;
-    assert_eq!(start.status, StatusCode::FOUND, "{}", start.text());
-    let authorize = start.header("location").unwrap();
-    let back = rig.tokens.authorize_headless("hotelier", &authorize).await;
-    admin_get(rig, &callback_path(&back)).await
-}
-
-fn state(rig: &Rig) -> ConnState {
-    rig.bearerd
-        .app
-        .connection("hotel")
-        .unwrap()
-        .snapshot()
-        .state
-}
+use support::stored;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_with_state_and_pkce_then_proxy_as_the_user() {
@@ -348,89 +236,9 @@ async fn cloudbeds_disconnect_posts_app_state_disabled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn appstate_webhook_disconnects_only_for_our_client_id() {
-    let rig = rig().await;
-    assert_eq!(connect(&rig).await.status, StatusCode::OK);
-    let json = |client: &str, new_state: &str| {
-        format!(
-            r#"{{"version":"1.0","event":"integration/appstate_changed","timestamp":1700000000.25,"propertyID":1,"clientID":"{client}","oldState":"enabled","newState":"{new_state}"}}"#
-        )
-    };
-    let ct = [("content-type", "application/json")];
-    let foreign = admin_post(
-        &rig,
-        "/webhooks/hotel",
-        &ct,
-        &json("someone-else", "disabled"),
-    )
-    .await;
-    assert_eq!(foreign.status, StatusCode::OK);
-    assert_eq!(state(&rig), ConnState::Connected);
-    let enabled = admin_post(
-        &rig,
-        "/webhooks/hotel",
-        &ct,
-        &json("test-client", "enabled"),
-    )
-    .await;
-    assert_eq!(enabled.status, StatusCode::OK);
-    assert_eq!(state(&rig), ConnState::Connected);
-    let malformed = admin_post(&rig, "/webhooks/hotel", &ct, "{nope").await;
-    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
-
-    let started = Instant::now();
-    let disabled = admin_post(
-        &rig,
-        "/webhooks/hotel",
-        &ct,
-        &json("test-client", "disabled"),
-    )
-    .await;
-    eprintln!("webhook answered in {:?}", started.elapsed());
-    assert_eq!(disabled.status, StatusCode::OK);
-    assert_eq!(state(&rig), ConnState::Disconnected);
-    let record = stored(&rig.dir, "hotel").await.unwrap();
-    assert!(record.refresh_token.is_none());
-    assert_eq!(
-        rig.tokens.revoke_requests(),
-        0,
-        "the provider already knows"
-    );
-    // The provider retries: still 200, nothing else happens.
-    let retry = admin_post(
-        &rig,
-        "/webhooks/hotel",
-        &ct,
-        &json("test-client", "disabled"),
-    )
-    .await;
-    assert_eq!(retry.status, StatusCode::OK);
-    assert_eq!(
-        stored(&rig.dir, "hotel").await.unwrap().generation,
-        record.generation
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn appstate_webhook_as_a_form() {
-    let rig = rig().await;
-    assert_eq!(connect(&rig).await.status, StatusCode::OK);
-    let form = [("content-type", "application/x-www-form-urlencoded")];
-    let answer = admin_post(
-        &rig,
-        "/webhooks/hotel",
-        &form,
-        "client_id=test-client&app_state=disabled",
-    )
-    .await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(state(&rig), ConnState::Disconnected);
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn admin_token_csrf_and_same_origin() {
     let rig = rig_with(Options {
-        admin_token: Some("admin-s3cret"),
+        admin_token: Some("admin-s3cret-token-value"),
         ..Options::default()
     })
     .await;
@@ -446,15 +254,11 @@ async fn admin_token_csrf_and_same_origin() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(admin_get(&rig, "/healthz").await.status, StatusCode::OK);
-    let basic = support::basic_auth("admin", "admin-s3cret");
-    let bearer = "Bearer admin-s3cret";
+    let basic = support::basic_auth("admin", "admin-s3cret-token-value");
+    let bearer = "Bearer admin-s3cret-token-value";
     let page = admin_get_with(&rig, "/", basic.as_str()).await;
     assert_eq!(page.status, StatusCode::OK);
-    let html = page.text();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .map(|rest| rest.split('"').next().unwrap().to_owned());
+    let csrf = csrf_of(&page.text());
 
     let unauth = admin_post(&rig, "/connections/hotel/refresh", &[], "").await;
     assert_eq!(unauth.status, StatusCode::UNAUTHORIZED);
@@ -493,25 +297,11 @@ async fn admin_token_csrf_and_same_origin() {
     assert_eq!(state(&rig), ConnState::Disconnected);
 }
 
-async fn admin_get_with(rig: &Rig, path: &str, authorization: &str) -> TestResponse {
-    let request = Request::get(format!("{}{path}", rig.bearerd.admin))
-        .header("authorization", authorization)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    support::send(request).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_page_form_post_with_its_csrf_token_redirects_back() {
     let rig = rig().await;
     assert_eq!(connect(&rig).await.status, StatusCode::OK);
-    let html = admin_get(&rig, "/").await.text();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_of(&admin_get(&rig, "/").await.text()).unwrap();
     // The configured public_url is http://127.0.0.1:9901: that is the origin browsers use.
     let answer = admin_post(
         &rig,

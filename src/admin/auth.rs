@@ -2,11 +2,12 @@
 //! connect redirect need it as `Authorization: Bearer <token>` (tools) or as the password of
 //! HTTP Basic auth (browsers prompt for it). Browser POSTs must also be same-origin and
 //! carry the page's CSRF token. The OAuth callback is protected by its `state` instead, and
-//! provider webhooks by the connection's client id.
+//! provider webhooks by confirming them with the provider.
 
 use base64::Engine;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, REFERER};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use sha2::{Digest, Sha256};
 
 use super::respond::{AdminResponse, problem};
 use crate::token::SecretString;
@@ -25,50 +26,74 @@ impl Guard {
         let Some(expected) = &self.auth_token else {
             return true;
         };
-        let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-            return false;
-        };
-        let presented = if let Some(token) = value.strip_prefix("Bearer ") {
-            token.trim().to_owned()
-        } else if let Some(encoded) = value.strip_prefix("Basic ") {
-            base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .ok()
-                .and_then(|raw| String::from_utf8(raw).ok())
-                .and_then(|pair| {
-                    pair.split_once(':')
-                        .map(|(_, password)| password.to_owned())
-                })
-                .unwrap_or_default()
-        } else {
-            return false;
-        };
-        constant_time_eq(presented.as_bytes(), expected.secret().as_bytes())
+        match presented_token(headers) {
+            Some(presented) => same_secret(presented.as_bytes(), expected.secret().as_bytes()),
+            // Credentials that do not decode are no credentials: never compared, never equal
+            // to anything (an empty password once matched an empty token).
+            None => false,
+        }
     }
 
-    /// Refuses cross-site browser requests and form posts without the page's CSRF token.
-    /// Requests from tools (no `Origin`, no `Sec-Fetch-Site`, no form body) pass.
+    /// Refuses cross-site browser requests and browser form posts without the page's CSRF
+    /// token. Only a request with no browser trait at all (no `Origin`, `Referer` or
+    /// `Sec-Fetch-Site`, and a body type a cross-site page cannot send without a CORS
+    /// preflight) passes without the token: that is a tool such as `bearerd disconnect`.
     pub fn same_origin(&self, headers: &HeaderMap, form: &[(String, String)]) -> bool {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        if let Some(site) = header("sec-fetch-site")
-            && site != "same-origin"
-            && site != "none"
-        {
+        if !self.not_cross_site(headers) {
             return false;
         }
-        if let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok())
-            && origin != self.public_origin
-        {
-            return false;
-        }
-        if is_form(headers) {
-            let csrf = form
+        let browser_like = ["sec-fetch-site", "origin", "referer"]
+            .iter()
+            .any(|name| headers.contains_key(*name))
+            || content_type(headers).is_some_and(|t| {
+                // What an HTML form or a no-cors `fetch` can send cross-site.
+                [
+                    "application/x-www-form-urlencoded",
+                    "multipart/form-data",
+                    "text/plain",
+                ]
                 .iter()
-                .find(|(k, _)| k == "csrf")
-                .map(|(_, v)| v.as_str());
-            return csrf.is_some_and(|c| constant_time_eq(c.as_bytes(), self.csrf.as_bytes()));
+                .any(|simple| t.eq_ignore_ascii_case(simple))
+            });
+        if !browser_like {
+            return true;
+        }
+        is_form(headers) && self.csrf_matches(form)
+    }
+
+    /// False when a browser says the request comes from another origin: `Sec-Fetch-Site`
+    /// other than `same-origin`/`none`, or an `Origin`/`Referer` that is neither
+    /// `public_url`'s nor this request's own (`http://` + its `Host`, which the listener has
+    /// already checked: an operator on `localhost:PORT` is same-origin with that page).
+    /// Absent headers say nothing (tools and old browsers send none).
+    pub fn not_cross_site(&self, headers: &HeaderMap) -> bool {
+        let header = |name| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+        let own = header(HOST).map(|host| format!("http://{}", host.trim().to_ascii_lowercase()));
+        let ours = |origin: &str| origin == self.public_origin || own.as_deref() == Some(origin);
+        if let Some(site) = header(http::HeaderName::from_static("sec-fetch-site"))
+            && !site.eq_ignore_ascii_case("same-origin")
+            && !site.eq_ignore_ascii_case("none")
+        {
+            return false;
+        }
+        if let Some(origin) = header(ORIGIN)
+            && !ours(origin)
+        {
+            return false;
+        }
+        if let Some(referer) = header(REFERER) {
+            let origin = url::Url::parse(referer).map(|u| u.origin().ascii_serialization());
+            if !origin.is_ok_and(|origin| ours(&origin)) {
+                return false;
+            }
         }
         true
+    }
+
+    pub fn csrf_matches(&self, form: &[(String, String)]) -> bool {
+        form.iter()
+            .find(|(k, _)| k == "csrf")
+            .is_some_and(|(_, v)| same_secret(v.as_bytes(), self.csrf.as_bytes()))
     }
 
     /// 401 that makes a browser ask for the token (as a Basic password).
@@ -85,15 +110,46 @@ impl Guard {
     }
 }
 
-pub fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+/// The token in `Authorization: Bearer <token>` or the password of `Basic`, schemes
+/// matched case-insensitively (RFC 9110 section 11.1). `None` when there is no such header
+/// or its credentials do not decode.
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, credentials) = value.split_once([' ', '\t'])?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return (!credentials.is_empty()).then(|| credentials.to_owned());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()?;
+        let pair = String::from_utf8(raw).ok()?;
+        let (_, password) = pair.split_once(':')?;
+        return (!password.is_empty()).then(|| password.to_owned());
+    }
+    None
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The media type of `Content-Type` without parameters (`text/html; charset=x` -> `text/html`).
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next().unwrap_or("").trim())
+}
+
+/// `application/x-www-form-urlencoded`, in any case and with any parameters.
+pub fn is_form(headers: &HeaderMap) -> bool {
+    content_type(headers)
+        .is_some_and(|t| t.eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
+/// Compares digests, so neither the content nor the length of the secret leaks through timing.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -116,15 +172,60 @@ mod tests {
         h
     }
 
+    fn basic(pair: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+
     #[test]
     fn bearer_and_basic() {
-        let g = guard(Some("s3cret"));
-        assert!(g.authorized(&headers(&[("authorization", "Bearer s3cret")])));
-        let basic = base64::engine::general_purpose::STANDARD.encode("admin:s3cret");
-        assert!(g.authorized(&headers(&[("authorization", &format!("Basic {basic}"))])));
+        let g = guard(Some("s3cret-admin-token"));
+        assert!(g.authorized(&headers(&[("authorization", "Bearer s3cret-admin-token")])));
+        assert!(g.authorized(&headers(&[(
+            "authorization",
+            &basic("admin:s3cret-admin-token")
+        )])));
         assert!(!g.authorized(&headers(&[("authorization", "Bearer nope")])));
         assert!(!g.authorized(&HeaderMap::new()));
         assert!(guard(None).authorized(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        let g = guard(Some("s3cret-admin-token"));
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            let value = format!("{scheme} s3cret-admin-token");
+            assert!(
+                g.authorized(&headers(&[("authorization", &value)])),
+                "{value}"
+            );
+        }
+        let value = basic("admin:s3cret-admin-token").replacen("Basic", "basic", 1);
+        assert!(g.authorized(&headers(&[("authorization", &value)])));
+    }
+
+    #[test]
+    fn credentials_that_do_not_decode_are_unauthorized() {
+        // Even against an empty token (refused by config validation, checked here as well).
+        for token in ["", "s3cret-admin-token"] {
+            let g = guard(Some(token));
+            for value in [
+                "Basic !!!not-base64!!!",
+                "Basic ",
+                "Basic bm9jb2xvbg==", // "nocolon"
+                "Bearer",
+                "Bearer ",
+                "Digest x",
+                "s3cret-admin-token",
+            ] {
+                assert!(
+                    !g.authorized(&headers(&[("authorization", value)])),
+                    "{value:?} against {token:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -141,7 +242,55 @@ mod tests {
         let foreign = headers(&[("origin", "https://evil.example")]);
         assert!(!g.same_origin(&foreign, &[]));
         assert!(!g.same_origin(&headers(&[("sec-fetch-site", "cross-site")]), &[]));
+        assert!(!g.same_origin(&headers(&[("sec-fetch-site", "same-site")]), &[]));
+        let referer = headers(&[("referer", "https://evil.example/page")]);
+        assert!(!g.same_origin(&referer, &[]));
         // A tool: no Origin, no form.
         assert!(g.same_origin(&HeaderMap::new(), &[]));
+        // The page as reached at this request's own (already checked) Host.
+        let own = headers(&[
+            ("host", "localhost:9901"),
+            ("origin", "http://localhost:9901"),
+        ]);
+        assert!(g.not_cross_site(&own));
+        let other = headers(&[
+            ("host", "localhost:9901"),
+            ("origin", "http://localhost:9902"),
+        ]);
+        assert!(!g.not_cross_site(&other));
+        assert!(g.same_origin(&headers(&[("content-type", "application/json")]), &[]));
+    }
+
+    #[test]
+    fn the_form_type_is_matched_in_any_case_with_parameters() {
+        let g = guard(None);
+        let ct = headers(&[(
+            "content-type",
+            "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+        )]);
+        assert!(is_form(&ct));
+        assert!(!g.same_origin(&ct, &[("csrf".into(), "forged".into())]));
+        assert!(g.same_origin(&ct, &[("csrf".into(), "csrf-1".into())]));
+    }
+
+    #[test]
+    fn a_post_a_browser_can_send_cross_site_needs_the_csrf_token() {
+        let g = guard(None);
+        for ct in [
+            "text/plain",
+            "multipart/form-data; boundary=x",
+            "TEXT/PLAIN;charset=utf-8",
+        ] {
+            assert!(
+                !g.same_origin(&headers(&[("content-type", ct)]), &[]),
+                "{ct}"
+            );
+        }
+        // Same-origin page, but not a form: no token can be read from it.
+        let page = headers(&[
+            ("origin", "http://127.0.0.1:9901"),
+            ("content-type", "text/plain"),
+        ]);
+        assert!(!g.same_origin(&page, &[]));
     }
 }

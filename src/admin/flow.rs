@@ -1,5 +1,6 @@
 //! The admin routes of the connect flow: start (redirect to the provider), callback (code
-//! exchange by the refresher, then the probe), disconnect, and provider webhooks.
+//! exchange by the refresher, then the probe) and disconnect. Provider text shown on their
+//! pages is scrubbed of every secret known on the path.
 
 use std::time::Duration;
 
@@ -13,18 +14,23 @@ use tokio::time::Instant;
 
 use super::respond::{AdminResponse, html, json_response, redirect};
 use super::{Admin, AdminConnection, Probe};
-use crate::connect::{STATE_LIFETIME, pages, webhook};
-use crate::token::{Command, ConnState, Connection, DisconnectReport};
+use crate::connect::{STATE_LIFETIME, pages};
+use crate::scrub::scrub;
+use crate::token::{Command, ConnState, Connection, DisconnectReport, SecretString};
 
 /// Longest the callback waits for the code exchange.
 const EXCHANGE_WAIT: Duration = Duration::from_secs(60);
-/// Webhooks must be answered within 2 s; the disconnect usually finishes well before.
-const WEBHOOK_WAIT: Duration = Duration::from_millis(1500);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_SHOWN: usize = 4096;
 
 impl Admin {
-    pub(super) async fn start_connect(&self, c: &AdminConnection) -> AdminResponse {
+    /// Starts a flow and redirects to the provider with `status` (302 for a GET, 303 after
+    /// the confirming POST).
+    pub(super) async fn start_connect(
+        &self,
+        c: &AdminConnection,
+        status: StatusCode,
+    ) -> AdminResponse {
         let Some(settings) = &c.connect else {
             let why = match c.connection.snapshot().last_error.clone() {
                 Some(error) if c.connection.snapshot().state == ConnState::Misconfigured => error,
@@ -33,23 +39,16 @@ impl Admin {
             return html(StatusCode::CONFLICT, pages::problem("Cannot connect", &why));
         };
         let now = Instant::now();
-        match self.flows.start(&c.connection.name, settings, now) {
-            Ok(url) => {
-                let (done, published) = oneshot::channel();
-                let until = now + STATE_LIFETIME;
-                if c.connection
-                    .command(Command::Authorizing { until, done })
-                    .await
-                {
-                    let _ = published.await;
-                }
-                redirect(StatusCode::FOUND, url.as_str())
-            }
-            Err(error) => html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::problem("Try again later", &error.to_string()),
-            ),
+        let url = self.flows.start(&c.connection.name, settings, now);
+        let (done, published) = oneshot::channel();
+        let until = now + STATE_LIFETIME;
+        if c.connection
+            .command(Command::Authorizing { until, done })
+            .await
+        {
+            let _ = published.await;
         }
+        redirect(status, url.as_str())
     }
 
     pub(super) async fn callback(&self, uri: &http::Uri) -> AdminResponse {
@@ -60,12 +59,15 @@ impl Admin {
         let (pending, code) = match self.flows.finish(&query, Instant::now()) {
             Ok(done) => done,
             Err((connection, error)) => {
-                if let Some(c) = connection.as_deref().and_then(|n| self.find(n)) {
+                let c = connection.as_deref().and_then(|n| self.find(n));
+                if let Some(c) = c {
                     c.connection.command(Command::AuthorizingEnded).await;
                 }
+                let secret = c.and_then(|c| c.client_secret.as_ref());
+                let text = scrub(&error.to_string(), &secrets(&[secret]));
                 return html(
                     StatusCode::BAD_REQUEST,
-                    pages::problem("Not connected", &error.to_string()),
+                    pages::problem("Not connected", &text),
                 );
             }
         };
@@ -75,6 +77,12 @@ impl Admin {
                 pages::problem("Not connected", "that connection no longer exists"),
             );
         };
+        // Everything this path knows that must never be shown, whatever the provider echoes.
+        let known = [
+            c.client_secret.clone(),
+            Some(code.clone()),
+            Some(pending.verifier.clone()),
+        ];
         let (reply, answer) = oneshot::channel();
         let sent = c
             .connection
@@ -92,7 +100,7 @@ impl Admin {
         match result {
             Ok(generation) => {
                 let probe = match &c.probe {
-                    Some(probe) => Some(run_probe(&c.connection, probe).await),
+                    Some(probe) => Some(run_probe(&c.connection, probe, &known).await),
                     None => None,
                 };
                 html(
@@ -100,13 +108,17 @@ impl Admin {
                     pages::connected(&c.connection.name, generation, probe.as_deref()),
                 )
             }
-            Err(error) => html(
-                StatusCode::BAD_GATEWAY,
-                pages::problem(
-                    "Not connected",
-                    &format!("the provider did not exchange the code: {error}"),
-                ),
-            ),
+            Err(error) => {
+                let known: Vec<Option<&SecretString>> = known.iter().map(Option::as_ref).collect();
+                let error = scrub(&error, &secrets(&known));
+                html(
+                    StatusCode::BAD_GATEWAY,
+                    pages::problem(
+                        "Not connected",
+                        &format!("the provider did not exchange the code: {error}"),
+                    ),
+                )
+            }
         }
     }
 
@@ -121,49 +133,20 @@ impl Admin {
         if from_page {
             return redirect(StatusCode::SEE_OTHER, "/");
         }
+        let secret = [c.client_secret.as_ref()];
+        let clean = |text: Option<String>| text.map(|t| scrub(&t, &secrets(&secret)));
         match report {
-            Some(report) => json_response(
-                StatusCode::OK,
-                &json!({"state": "disconnected", "report": report}),
-            ),
+            Some(mut report) => {
+                report.provider_error = clean(report.provider_error.take());
+                report.store_error = clean(report.store_error.take());
+                json_response(
+                    StatusCode::OK,
+                    &json!({"state": "disconnected", "report": report}),
+                )
+            }
             None => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"error": "bearerd is shutting down or the disconnect took too long"}),
-            ),
-        }
-    }
-
-    /// Cloudbeds `integration/appstate_changed`; idempotent under the provider's retries.
-    pub(super) async fn webhook(
-        &self,
-        c: &AdminConnection,
-        content_type: &str,
-        body: &Bytes,
-    ) -> AdminResponse {
-        let Some(event) = webhook::parse(content_type, body) else {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"error": "expected a JSON or form body"}),
-            );
-        };
-        if c.client_id.is_none() || event.client_id != c.client_id {
-            return json_response(
-                StatusCode::OK,
-                &json!({"ignored": "not this connection's clientID"}),
-            );
-        }
-        match event.new_state.as_deref() {
-            Some("disabled") => {
-                if c.connection.snapshot().state == ConnState::Disconnected {
-                    return json_response(StatusCode::OK, &json!({"state": "disconnected"}));
-                }
-                let reason = "the provider reported the app disabled";
-                disconnect(&c.connection, false, reason, WEBHOOK_WAIT).await;
-                json_response(StatusCode::OK, &json!({"state": "disconnected"}))
-            }
-            other => json_response(
-                StatusCode::OK,
-                &json!({"ignored": format!("app state {}", other.unwrap_or("missing"))}),
             ),
         }
     }
@@ -188,12 +171,25 @@ async fn disconnect(
     tokio::time::timeout(wait, answer).await.ok()?.ok()
 }
 
-/// `GET probe` with the new token; what it answered, for the success page.
-async fn run_probe(connection: &Connection, probe: &Probe) -> String {
+/// The secrets that are present, as `scrub` takes them.
+fn secrets<'a>(known: &[Option<&'a SecretString>]) -> Vec<&'a str> {
+    known.iter().flatten().map(|s| s.secret()).collect()
+}
+
+/// `GET probe` with the new token; what it answered (scrubbed of `known` and the token), for
+/// the success page.
+async fn run_probe(
+    connection: &Connection,
+    probe: &Probe,
+    known: &[Option<SecretString>],
+) -> String {
     let token = match connection.token().await {
         Ok(token) => token,
         Err(error) => return format!("no token for the probe: {error}"),
     };
+    let header = token.header.to_str().unwrap_or("").to_owned();
+    let mut hide: Vec<&str> = known.iter().flatten().map(SecretString::secret).collect();
+    hide.push(header.get("Bearer ".len()..).unwrap_or(""));
     let request = http::Request::get(probe.uri.clone())
         .header(AUTHORIZATION, token.header)
         .header("accept", "application/json")
@@ -213,19 +209,18 @@ async fn run_probe(connection: &Connection, probe: &Probe) -> String {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let text: String = String::from_utf8_lossy(&body)
-            .chars()
-            .take(PROBE_SHOWN)
-            .collect();
+        let text = String::from_utf8_lossy(&body).into_owned();
         Ok::<_, String>(format!(
             "GET {} -> HTTP {}\n{text}",
             probe.uri.path(),
             status.as_u16()
         ))
     };
-    match tokio::time::timeout(PROBE_TIMEOUT, exchange).await {
+    let shown = match tokio::time::timeout(PROBE_TIMEOUT, exchange).await {
         Ok(Ok(text)) => text,
         Ok(Err(error)) => format!("the probe failed: {error}"),
         Err(_) => "the probe timed out".into(),
-    }
+    };
+    // Scrubbed whole, then cut: a cut first could leave half a secret unrecognised.
+    scrub(&shown, &hide).chars().take(PROBE_SHOWN).collect()
 }

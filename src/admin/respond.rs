@@ -29,6 +29,19 @@ pub fn html(status: StatusCode, body: String) -> AdminResponse {
     response
 }
 
+/// `response` (from [`html`]) with its forms also allowed to end up at `origin`.
+pub fn with_form_target(mut response: AdminResponse, origin: &str) -> AdminResponse {
+    let policy = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {origin}; frame-ancestors 'none'"
+    );
+    if let Ok(value) = HeaderValue::try_from(policy) {
+        response
+            .headers_mut()
+            .insert("content-security-policy", value);
+    }
+    response
+}
+
 pub fn json_response(status: StatusCode, value: &Value) -> AdminResponse {
     text(status, "application/json", value.to_string())
 }

@@ -157,6 +157,23 @@ pub fn connected(name: &str, generation: u64, probe: Option<&str>) -> String {
     )
 }
 
+/// The answer to a connect link followed from another site: starting a flow changes state,
+/// so it takes a press of this page's same-origin button (a POST with the CSRF token).
+pub fn confirm_connect(name: &str, csrf: &str) -> String {
+    let name = escape(name);
+    page(
+        "Connect?",
+        &format!(
+            "<h1>Connect {name}?</h1><p>This link came from another site. Connecting sends you to the provider to authorize <strong>{name}</strong>; press the button if you meant to.</p>\
+<form method=\"post\" action=\"/connections/{name}/connect\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<button class=\"connect\" type=\"submit\">Continue to the provider</button></form>\
+<p><a href=\"/\">Back to the status page</a></p>",
+            csrf = escape(csrf),
+        ),
+    )
+}
+
 /// A page explaining why something was refused.
 pub fn problem(title: &str, detail: &str) -> String {
     page(

@@ -1,6 +1,9 @@
 //! Provider webhooks: Cloudbeds' `integration/appstate_changed`. Parsed leniently (JSON or
-//! form body; `newState`, `new_state`, `app_state` or `state`; `clientID` or `client_id`),
-//! acted on only for this connection's client id.
+//! form body; `newState`, `new_state`, `app_state` or `state`; `clientID` or `client_id`;
+//! `propertyID`, `propertyId`, `property_id` or `propertyID_str`). Webhooks are unsigned, so
+//! an event is only a hint: [`confirm`] asks the provider before anything changes.
+
+pub mod confirm;
 
 use serde_json::Value;
 
@@ -10,6 +13,8 @@ pub struct AppStateEvent {
     pub client_id: Option<String>,
     pub new_state: Option<String>,
     pub event: Option<String>,
+    /// A Cloudbeds property id: ASCII digits only, so it can go into a query as is.
+    pub property_id: Option<String>,
 }
 
 /// Parses a webhook body; `None` if it is neither a JSON object nor a form.
@@ -43,6 +48,8 @@ pub fn parse(content_type: &str, body: &[u8]) -> Option<AppStateEvent> {
         client_id: first(&["clientID", "client_id"]),
         new_state: first(&["newState", "new_state", "app_state", "state"]),
         event: first(&["event", "action"]),
+        property_id: first(&["propertyID", "property_id", "propertyID_str"])
+            .filter(|id| (1..=20).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())),
     })
 }
 
@@ -59,6 +66,15 @@ mod tests {
         assert_eq!(e.client_id.as_deref(), Some("live_abc"));
         assert_eq!(e.new_state.as_deref(), Some("disabled"));
         assert_eq!(e.event.as_deref(), Some("integration/appstate_changed"));
+        assert_eq!(e.property_id.as_deref(), Some("12"));
+    }
+
+    #[test]
+    fn a_property_id_is_digits_or_nothing() {
+        let e = parse("application/json", br#"{"propertyId":"12&x=1"}"#).unwrap();
+        assert_eq!(e.property_id, None);
+        let e = parse("application/json", br#"{"propertyID_str":"0042"}"#).unwrap();
+        assert_eq!(e.property_id.as_deref(), Some("0042"));
     }
 
     #[test]

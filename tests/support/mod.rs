@@ -11,6 +11,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bearerd;
+pub mod connect_rig;
 pub mod raw_upstream;
 pub mod token_server;
 pub mod upstream;

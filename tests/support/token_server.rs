@@ -52,6 +52,8 @@ struct Inner {
     state: Mutex<State>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Permits for requests held by [`Failure::Stall`].
+    stall: tokio::sync::Semaphore,
 }
 
 #[derive(Default)]
@@ -181,6 +183,7 @@ impl TokenServer {
             state: Mutex::new(state),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            stall: tokio::sync::Semaphore::new(0),
         });
         let handler_inner = inner.clone();
         let addr =
@@ -304,6 +307,16 @@ impl TokenServer {
         };
         st.revoke_grant(grant);
         true
+    }
+
+    /// Lets one request held by [`Failure::Stall`] go on.
+    pub fn release_stalled(&self) {
+        self.inner.stall.add_permits(1);
+    }
+
+    /// `/token` requests being handled now (a stalled one included).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
     }
 
     /// Highest number of `/token` requests in flight at once.

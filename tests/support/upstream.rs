@@ -12,17 +12,23 @@
 //! * `/hop`: echo plus hop-by-hop response headers a proxy must strip;
 //! * `/userinfo`: `{"user": USER, "hotel": "Hotel Test"}` (USER: [`TokenServer::user_of`]);
 //! * `POST /api/v1.3/postAppState`: Cloudbeds disconnect; form `app_state=disabled` revokes the
-//!   token's grant and answers `{"success":true}` (`enabled` is a no-op), counted by
-//!   [`Upstream::app_state_posts`];
+//!   token's grant, marks every property disabled and answers `{"success":true}` (`enabled`
+//!   is a no-op), counted by [`Upstream::app_state_posts`];
+//! * `GET /api/v1.3/getAppState?propertyID=P`: `{"success":true,"data":{"app_state":S}}` for a
+//!   property the test set with [`Upstream::set_app_state`] (property `1`, the one the token
+//!   server's Cloudbeds `resources` name, starts `enabled`); any other property gets Cloudbeds'
+//!   HTTP 200 `success:false` "None of the included property id's match"; counted by
+//!   [`Upstream::app_state_gets`];
 //! * anything else: a JSON echo of the request (body hashed while streaming), whose `"user"` is
 //!   the user of the presented token (or null).
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,6 +47,7 @@ type Resp = Response<BoxBody<Bytes, Infallible>>;
 
 const CHUNK: u64 = 64 * 1024;
 const APP_STATE: &str = "/api/v1.3/postAppState";
+const GET_APP_STATE: &str = "/api/v1.3/getAppState";
 
 /// The deterministic pattern served by `/bytes/N`: byte i is `(i % 251) as u8`.
 pub fn pattern_bytes(len: usize) -> Vec<u8> {
@@ -58,6 +65,9 @@ struct Inner {
     requests: AtomicUsize,
     unauthorized: AtomicUsize,
     app_state_posts: AtomicUsize,
+    app_state_gets: AtomicUsize,
+    /// Property id -> app state, for getAppState.
+    app_states: Mutex<HashMap<String, String>>,
 }
 
 impl Upstream {
@@ -77,6 +87,8 @@ impl Upstream {
             requests: AtomicUsize::new(0),
             unauthorized: AtomicUsize::new(0),
             app_state_posts: AtomicUsize::new(0),
+            app_state_gets: AtomicUsize::new(0),
+            app_states: Mutex::new(HashMap::from([("1".to_owned(), "enabled".to_owned())])),
         });
         let handler_inner = inner.clone();
         let addr = super::spawn_server(move |req| handle(handler_inner.clone(), req)).await;
@@ -97,6 +109,22 @@ impl Upstream {
     /// Requests to `/api/v1.3/postAppState` (any method, answered 401 or not).
     pub fn app_state_posts(&self) -> usize {
         self.inner.app_state_posts.load(Ordering::SeqCst)
+    }
+    /// Requests to `/api/v1.3/getAppState` (answered 401 or not).
+    pub fn app_state_gets(&self) -> usize {
+        self.inner.app_state_gets.load(Ordering::SeqCst)
+    }
+    /// What getAppState answers for `property` from now on.
+    pub fn set_app_state(&self, property: &str, state: &str) {
+        self.inner
+            .app_states()
+            .insert(property.to_owned(), state.to_owned());
+    }
+}
+
+impl Inner {
+    fn app_states(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.app_states.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -126,6 +154,9 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
     inner.requests.fetch_add(1, Ordering::SeqCst);
     if req.uri().path() == APP_STATE {
         inner.app_state_posts.fetch_add(1, Ordering::SeqCst);
+    }
+    if req.uri().path() == GET_APP_STATE {
+        inner.app_state_gets.fetch_add(1, Ordering::SeqCst);
     }
     if let Some(tokens) = &inner.tokens
         && !bearer(&req).is_some_and(|t| tokens.validate_access(t))
@@ -214,6 +245,9 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
                     if let Some((tokens, token)) = tokens.zip(token) {
                         tokens.revoke_grant_of(&token);
                     }
+                    for state in inner.app_states().values_mut() {
+                        *state = "disabled".to_owned();
+                    }
                     Ok(json_resp(StatusCode::OK, &json!({"success": true})))
                 }
                 Some("enabled") => Ok(json_resp(StatusCode::OK, &json!({"success": true}))),
@@ -222,6 +256,22 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
                     &json!({"success": false, "message": "app_state must be enabled or disabled"}),
                 )),
             }
+        }
+        GET_APP_STATE if req.method() == Method::GET => {
+            let property = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "propertyID")
+                .map(|(_, v)| v.into_owned());
+            let state = property.and_then(|p| inner.app_states().get(&p).cloned());
+            Ok(match state {
+                Some(state) => json_resp(
+                    StatusCode::OK,
+                    &json!({"success": true, "data": {"app_state": state}}),
+                ),
+                None => json_resp(
+                    StatusCode::OK,
+                    &json!({"success": false, "message": "None of the included property id's match the access_token user's property id"}),
+                ),
+            })
         }
         "/hop" => {
             let mut r = echo(req, user).await?;

@@ -92,6 +92,9 @@ pub enum Failure {
     /// `Authorization` header and body (client secret and refresh token included), as a
     /// misbehaving provider might.
     EchoBody503,
+    /// Hold the request until [`super::TokenServer::release_stalled`], then handle it normally
+    /// (a token endpoint that hangs while the test looks at what else still works).
+    Stall,
 }
 
 /// One `POST /token` as received (before any check).

@@ -100,6 +100,12 @@ async fn handle_token(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp,
             tokio::time::sleep(d).await;
             Ok(process_token(&inner, p))
         }
+        Some(Failure::Stall) => {
+            if let Ok(permit) = inner.stall.acquire().await {
+                permit.forget();
+            }
+            Ok(process_token(&inner, p))
+        }
         Some(Failure::LostResponse) => {
             let _committed = process_token(&inner, p);
             Err("scripted LostResponse: dropping the connection".into())

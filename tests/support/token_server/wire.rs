@@ -100,7 +100,8 @@ pub(super) fn failure_response(f: &Failure) -> Option<Resp> {
         Failure::Delay(_)
         | Failure::LostResponse
         | Failure::CommitThenStall(_)
-        | Failure::EchoBody503 => return None,
+        | Failure::EchoBody503
+        | Failure::Stall => return None,
     })
 }
 
