@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
+use crate::config::Limits;
 use crate::token::{Connection, Token};
 use crate::upstream::{HttpClient, Target, UpstreamBody};
 use problem::{ProblemContext, ProxyError};
@@ -47,6 +48,8 @@ pub struct Proxy {
     /// Idle connections for the HTTP/1.1 fast path ([`h1`]); `None` (https upstreams): every
     /// request goes through hyper.
     pub pool: Option<h1::Pool>,
+    /// Timeouts and head size for app connections (`[limits]`, SPEC section 13).
+    pub limits: Limits,
 }
 
 /// The request body as it will go upstream.

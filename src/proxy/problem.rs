@@ -24,6 +24,10 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("request body is larger than max_body ({0} bytes)")]
     TooLarge(u64),
+    #[error("request body stalled for {0:?}")]
+    BodyTimeout(Duration),
+    #[error("request head is larger than {0} bytes")]
+    HeadTooLarge(usize),
 }
 
 impl From<TokenError> for ProxyError {
@@ -105,6 +109,12 @@ impl ProxyError {
             Self::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Request body too large",
+                None,
+            ),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "Request body timed out", None),
+            Self::HeadTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request head too large",
                 None,
             ),
         };

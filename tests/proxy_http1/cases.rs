@@ -1008,3 +1008,4 @@ async fn a_reused_connection_closed_before_answering_is_retried_only_when_idempo
 }
 
 include!("framing.rs");
+include!("limits.rs");
