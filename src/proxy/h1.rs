@@ -11,6 +11,51 @@
 //! (HTTP/1.1, origin-form, no body or a Content-Length body up to `replay_body_limit`);
 //! anything else is handed to hyper ([`End::HandOff`]) on the same connection, so every
 //! unusual case keeps hyper's tested behaviour.
+//!
+//! # HTTP/1.1 invariants
+//!
+//! A proxy is safe from request smuggling and response splitting only if it frames every
+//! message exactly as the next hop will: whatever the fast path is not certain about, it
+//! hands to hyper or refuses. `tests/proxy_differential.rs` checks these against hyper on
+//! generated traffic; `tests/proxy_http1/framing.rs` pins each shape found so far.
+//!
+//! **Requests the fast path serves itself**: HTTP/1.1, origin-form, a method other than
+//! `CONNECT`, exactly one `Host`, a head of at most [`Limits::MAX_HEAD_BYTES`] in at most 64
+//! fields, no `Transfer-Encoding`, `Expect` or `Upgrade`, and no body or one
+//! `Content-Length` value (repeated lines must agree) up to `replay_body_limit`. The body is
+//! read whole before anything goes upstream, so the upstream sees exactly the bytes the
+//! length framed, with one `Content-Length` line written by bearerd. Safe because the only
+//! framing is a number both sides read the same way, and nothing after it is forwarded.
+//!
+//! **Handed to hyper** (same connection, bytes already read put back): HTTP/1.0, h2c,
+//! absolute-form and `CONNECT` targets, `Transfer-Encoding` (chunked bodies, and the
+//! ambiguous shapes: with a `Content-Length`, or a final coding other than `chunked`, which
+//! hyper's server frames by the coding and then closes, or refuses with 400),
+//! `Content-Length` values that are not one number (lists, signs, disagreeing lines: hyper
+//! answers 400), `Expect`, `Upgrade`, large bodies, more than 64 fields, and heads httparse
+//! refuses (obs-fold, bare CR, malformed names). Safe because hyper frames them by RFC 9112
+//! and bearerd forwards them re-framed by hyper's client, never as the app's bytes.
+//!
+//! **Refused by the fast path** (problem+json, then close): a `Connection` option naming
+//! `Content-Length`, `Transfer-Encoding` or `Host` (400; dropping one as hop-by-hop while
+//! still framing by it is the smuggling shape of issue 10; the hyper path refuses it the same
+//! way in [`Proxy::handle`]), a missing or repeated `Host` (400), a head over 64 KiB (431), a
+//! body that stalls `client_body_timeout` (408). A head still incomplete at
+//! `client_header_timeout`, or no next request within `client_idle_timeout`, closes the
+//! connection without an answer.
+//!
+//! **Answers** ([`response`]): `Connection` naming a framing field, disagreeing or malformed
+//! `Content-Length` values, a coding on an HTTP/1.0 answer, or a head that does not parse are
+//! a 502 and the upstream connection is dropped. `Content-Length: 5, 5` goes on as one `5`.
+//! `Transfer-Encoding` ending in `chunked` wins over `Content-Length` (the length is not
+//! forwarded, and that connection is not reused); its bytes go to the app as they came,
+//! checked by a strict chunk scanner ([`chunked`]), so the app's framing is the upstream's
+//! exactly. Any other final coding (`identity`, `chunked, identity`, `chunked,`), or no
+//! framing at all, means the body runs until the upstream closes: it goes to the app with
+//! neither field and `Connection: close`, and the app connection closes after it. An
+//! upstream connection goes back to the pool only after an answer whose end was certain,
+//! with nothing read past it; an app connection is kept only when its answer's framing was
+//! passed exactly as delivered (a length, or chunks, scanned to their end).
 
 mod chunked;
 mod exchange;
