@@ -98,6 +98,7 @@ impl App {
             if !config.runtime.fast_path {
                 proxy.pool = None;
             }
+            proxy.limits = config.limits;
             let what = format!("connection {}", c.name);
             let bind_error = |source| AppError::Bind {
                 addr: c.listen,
@@ -419,6 +420,8 @@ fn build_connection(
         connect_url,
         provider_signals: c.provider == Provider::Cloudbeds,
         pool: h1::Pool::for_upstream(&c.upstream, c.connect_timeout),
+        // The caller sets `[limits]`, which are not per connection.
+        limits: Default::default(),
     };
     Ok((proxy, refresher))
 }

@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
+use crate::config::Limits;
 use crate::serve::{ClientBody, body_stalled};
 use crate::token::{Connection, Token};
 use crate::upstream::{HttpClient, Target, UpstreamBody};
@@ -48,6 +49,8 @@ pub struct Proxy {
     /// Idle connections for the HTTP/1.1 fast path ([`h1`]); `None` (https upstreams): every
     /// request goes through hyper.
     pub pool: Option<h1::Pool>,
+    /// Timeouts and head size for app connections (`[limits]`, SPEC section 13).
+    pub limits: Limits,
 }
 
 /// The request body as it will go upstream.
@@ -84,6 +87,9 @@ impl Proxy {
         request: Request<ClientBody>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         check_target(&request)?;
+        if headers::connection_names_framing(request.headers()) {
+            return Err(ProxyError::BadRequest(headers::NAMES_FRAMING));
+        }
         let (mut parts, body) = request.into_parts();
         let length = content_length(&parts)?;
         if let (Some(max), Some(length)) = (self.max_body, length)
@@ -158,6 +164,9 @@ impl Proxy {
         response: Response<Incoming>,
     ) -> Result<(bool, Response<ProxyBody>), ProxyError> {
         let (mut parts, body) = response.into_parts();
+        // Dropping `body` unread closes the upstream connection: it is not reused.
+        headers::check_answer(&mut parts.headers)
+            .map_err(|e| ProxyError::Unreachable(e.to_string()))?;
         // RFC 9112 section 6.3: chunking overrides a length, which must not be passed on.
         if parts.headers.contains_key(TRANSFER_ENCODING) {
             parts.headers.remove(CONTENT_LENGTH);
@@ -213,7 +222,9 @@ impl Proxy {
         let limit = usize::try_from(self.replay_body_limit).unwrap_or(usize::MAX);
         match Limited::new(body, limit).collect().await {
             Ok(collected) => Ok(OutBody::Buffered(collected.to_bytes())),
-            Err(error) if body_stalled(&*error) => Err(ProxyError::BodyTimeout),
+            Err(error) if body_stalled(&*error) => {
+                Err(ProxyError::BodyTimeout(self.limits.client_body_timeout))
+            }
             Err(_) => Err(ProxyError::BadRequest("request body could not be read")),
         }
     }
@@ -224,7 +235,12 @@ impl Proxy {
             Ok(Err(error)) if caused_by::<LengthLimitError>(&error) => {
                 Err(ProxyError::TooLarge(self.max_body.unwrap_or(u64::MAX)))
             }
-            Ok(Err(error)) if body_stalled(&error) => Err(ProxyError::BodyTimeout),
+            Ok(Err(error)) if body_stalled(&error) => {
+                Err(ProxyError::BodyTimeout(self.limits.client_body_timeout))
+            }
+            Ok(Err(error)) if app_body_failed(&error) => {
+                Err(ProxyError::BadRequest("malformed request body"))
+            }
             Ok(Err(error)) => Err(ProxyError::Unreachable(error_chain(&error))),
             Err(_) => Err(ProxyError::Timeout(self.timeout)),
         }
@@ -270,6 +286,33 @@ fn caused_by<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if e.is::<E>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The app's streamed request body failed (a malformed chunk, a cut connection): hyper's
+/// client reports a user-body error whose cause is the server side's own `hyper::Error`.
+fn app_body_failed(error: &(dyn StdError + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && hyper.is_user()
+        {
+            return hyper_cause(hyper);
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Some cause of `error` is a `hyper::Error` (not counting `error` itself).
+fn hyper_cause(error: &hyper::Error) -> bool {
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        if e.is::<hyper::Error>() {
             return true;
         }
         cause = e.source();

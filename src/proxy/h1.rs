@@ -11,8 +11,54 @@
 //! (HTTP/1.1, origin-form, no body or a Content-Length body up to `replay_body_limit`);
 //! anything else is handed to hyper ([`End::HandOff`]) on the same connection, so every
 //! unusual case keeps hyper's tested behaviour.
+//!
+//! # HTTP/1.1 invariants
+//!
+//! A proxy is safe from request smuggling and response splitting only if it frames every
+//! message exactly as the next hop will: whatever the fast path is not certain about, it
+//! hands to hyper or refuses. `tests/proxy_differential.rs` checks these against hyper on
+//! generated traffic; `tests/proxy_http1/framing.rs` pins each shape found so far.
+//!
+//! **Requests the fast path serves itself**: HTTP/1.1, origin-form, a method other than
+//! `CONNECT`, exactly one `Host`, a head of at most [`Limits::MAX_HEAD_BYTES`] in at most 64
+//! fields, no `Transfer-Encoding`, `Expect` or `Upgrade`, and no body or one
+//! `Content-Length` value (repeated lines must agree) up to `replay_body_limit`. The body is
+//! read whole before anything goes upstream, so the upstream sees exactly the bytes the
+//! length framed, with one `Content-Length` line written by bearerd. Safe because the only
+//! framing is a number both sides read the same way, and nothing after it is forwarded.
+//!
+//! **Handed to hyper** (same connection, bytes already read put back): HTTP/1.0, h2c,
+//! absolute-form and `CONNECT` targets, `Transfer-Encoding` (chunked bodies, and the
+//! ambiguous shapes: with a `Content-Length`, or a final coding other than `chunked`, which
+//! hyper's server frames by the coding and then closes, or refuses with 400),
+//! `Content-Length` values that are not one number (lists, signs, disagreeing lines: hyper
+//! answers 400), `Expect`, `Upgrade`, large bodies, more than 64 fields, and heads httparse
+//! refuses (obs-fold, bare CR, malformed names). Safe because hyper frames them by RFC 9112
+//! and bearerd forwards them re-framed by hyper's client, never as the app's bytes.
+//!
+//! **Refused by the fast path** (problem+json, then close): a `Connection` option naming
+//! `Content-Length`, `Transfer-Encoding` or `Host` (400; dropping one as hop-by-hop while
+//! still framing by it is the smuggling shape of issue 10; the hyper path refuses it the same
+//! way in [`Proxy::handle`]), a missing or repeated `Host` (400), a head over 64 KiB (431), a
+//! body that stalls `client_body_timeout` (408). A head still incomplete at
+//! `client_header_timeout`, or no next request within `client_idle_timeout`, closes the
+//! connection without an answer.
+//!
+//! **Answers** ([`response`]): `Connection` naming a framing field, disagreeing or malformed
+//! `Content-Length` values, a coding on an HTTP/1.0 answer, or a head that does not parse are
+//! a 502 and the upstream connection is dropped. `Content-Length: 5, 5` goes on as one `5`.
+//! `Transfer-Encoding` ending in `chunked` wins over `Content-Length` (the length is not
+//! forwarded, and that connection is not reused); its bytes go to the app as they came,
+//! checked by a strict chunk scanner ([`chunked`]), so the app's framing is the upstream's
+//! exactly. Any other final coding (`identity`, `chunked, identity`, `chunked,`), or no
+//! framing at all, means the body runs until the upstream closes: it goes to the app with
+//! neither field and `Connection: close`, and the app connection closes after it. An
+//! upstream connection goes back to the pool only after an answer whose end was certain,
+//! with nothing read past it; an app connection is kept only when its answer's framing was
+//! passed exactly as delivered (a length, or chunks, scanned to their end).
 
 mod chunked;
+mod exchange;
 mod fields;
 mod pool;
 mod relay;
@@ -31,20 +77,21 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use super::Proxy;
 use super::problem::{ProblemContext, ProxyError};
-use super::{Proxy, signals};
+use crate::config::Limits;
 use crate::serve::stopped;
-use pool::Upstream;
-use request::{BodyLimit, Parsed, Request, Rewrite, UpstreamHead};
-use response::Head;
+use exchange::answer;
+use request::{BodyLimit, Parsed, Rewrite, UpstreamHead};
 
 pub use pool::Pool;
 
-/// A request head larger than this goes to hyper (which answers 431 past its own limit).
-const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// An answer head larger than this is a 502.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
+/// How long, and how much input, a refused connection is drained before it closes.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
 
 /// How an app connection left the fast path.
 pub enum End {
@@ -60,27 +107,35 @@ struct Scratch {
     out: Vec<u8>,
     /// When the current request arrived.
     started: Instant,
-    /// Wakes the connection no later than the current request's deadline. It stays in
-    /// Tokio's timer wheel across requests and is re-armed only when it fires early (its
-    /// deadline was an earlier request's), so a request costs no timer registration.
+    /// Wakes the connection no later than the deadline of what it waits for (the next
+    /// request, the rest of a head or body, the upstream's answer). It stays in Tokio's timer
+    /// wheel across requests and is re-armed when it fires early (its deadline was an
+    /// earlier one's), or moved earlier in the rare case a deadline comes before it
+    /// ([`arm`]), so a request usually costs no timer registration.
     timer: Pin<Box<Sleep>>,
 }
 
 /// Serves requests from `app` until it closes, asks to close, the fast path hands it over,
-/// or `shutdown` turns true while it is idle.
+/// or `shutdown` turns true while it is idle. `[limits]` apply throughout: the first head is
+/// due `client_header_timeout` after the connection opened; later ones may wait
+/// `client_idle_timeout` for their first byte, then get `client_header_timeout` to complete;
+/// a body that stalls `client_body_timeout` gets 408; a head over
+/// [`Limits::MAX_HEAD_BYTES`] gets 431.
 pub async fn serve(
     app: &mut TcpStream,
     proxy: &Proxy,
     pool: &Pool,
     shutdown: &mut watch::Receiver<bool>,
 ) -> End {
+    let limits = &proxy.limits;
     let mut input = BytesMut::with_capacity(READ_CHUNK);
-    let started = Instant::now();
+    let opened = Instant::now();
+    let mut idle_until = opened + limits.client_header_timeout;
     let mut scratch = Scratch {
         head: UpstreamHead::default(),
         out: Vec::new(),
-        started,
-        timer: Box::pin(tokio::time::sleep_until(started + proxy.timeout)),
+        started: opened,
+        timer: Box::pin(tokio::time::sleep_until(idle_until)),
     };
     let limit = BodyLimit(
         proxy
@@ -95,29 +150,45 @@ pub async fn serve(
         host: host.as_bytes(),
     };
     loop {
+        let mut head_due = None;
         let request = loop {
             if !input.is_empty() {
                 match request::parse(&input, limit, &rewrite, &mut scratch.head) {
-                    Parsed::Fast(request) => break request,
+                    Parsed::Fast(request) if request.head_len <= Limits::MAX_HEAD_BYTES => {
+                        break request;
+                    }
                     Parsed::Reject(reason) => {
-                        reject(app, proxy, reason).await;
+                        reject(app, proxy, &ProxyError::BadRequest(reason)).await;
                         return End::Close;
                     }
                     Parsed::HandOff => return End::HandOff(input),
-                    Parsed::Partial if input.len() >= MAX_REQUEST_HEAD => {
-                        return End::HandOff(input);
+                    Parsed::Fast(_) | Parsed::Partial if input.len() >= Limits::MAX_HEAD_BYTES => {
+                        let error = ProxyError::HeadTooLarge(Limits::MAX_HEAD_BYTES);
+                        reject(app, proxy, &error).await;
+                        return End::Close;
                     }
-                    Parsed::Partial => {}
+                    Parsed::Fast(_) | Parsed::Partial => {}
                 }
             }
             input.reserve(READ_CHUNK);
             let read = if input.is_empty() {
+                // Between requests: the next one's first byte may take `idle_until`.
+                arm(&mut scratch.timer, idle_until);
                 tokio::select! {
                     read = app.read_buf(&mut input) => read,
                     _ = stopped(shutdown) => return End::Close,
+                    () = expired(&mut scratch.timer, idle_until) => return End::Close,
                 }
             } else {
-                app.read_buf(&mut input).await
+                // A head in pieces: it must be whole in `client_header_timeout`.
+                let due = *head_due.get_or_insert_with(|| {
+                    idle_until.min(Instant::now() + limits.client_header_timeout)
+                });
+                arm(&mut scratch.timer, due);
+                tokio::select! {
+                    read = app.read_buf(&mut input) => read,
+                    () = expired(&mut scratch.timer, due) => return End::Close,
+                }
             };
             if !matches!(read, Ok(n) if n > 0) {
                 return End::Close;
@@ -126,12 +197,23 @@ pub async fn serve(
         let total = request.head_len + request.body_len;
         while input.len() < total {
             input.reserve(total - input.len());
-            if !matches!(app.read_buf(&mut input).await, Ok(n) if n > 0) {
+            let due = Instant::now() + limits.client_body_timeout;
+            arm(&mut scratch.timer, due);
+            let read = tokio::select! {
+                read = app.read_buf(&mut input) => read,
+                () = expired(&mut scratch.timer, due) => {
+                    let error = ProxyError::BodyTimeout(limits.client_body_timeout);
+                    reject(app, proxy, &error).await;
+                    return End::Close;
+                }
+            };
+            if !matches!(read, Ok(n) if n > 0) {
                 return End::Close;
             }
         }
         let body = &input[request.head_len..total];
-        let keep = answer(app, proxy, pool, &mut scratch, body, &request).await;
+        let (keep, finished) = answer(app, proxy, pool, &mut scratch, body, &request).await;
+        idle_until = finished + limits.client_idle_timeout;
         input.advance(total);
         if !keep || request.close || *shutdown.borrow() {
             return End::Close;
@@ -139,12 +221,49 @@ pub async fn serve(
     }
 }
 
-/// Answers a request the fast path refuses with a 400 (nothing goes upstream).
-async fn reject(app: &mut TcpStream, proxy: &Proxy, reason: &'static str) {
+/// Makes `timer` fire no later than `due`. Usually it already does (it is moved only when it
+/// fires early, see [`Scratch::timer`]), so this costs nothing per request.
+fn arm(timer: &mut Pin<Box<Sleep>>, due: Instant) {
+    if timer.deadline() > due {
+        timer.as_mut().reset(due);
+    }
+}
+
+/// Resolves once `due` has passed, re-arming `timer` each time it fires early.
+async fn expired(timer: &mut Pin<Box<Sleep>>, due: Instant) {
+    loop {
+        timer.as_mut().await;
+        if Instant::now() >= due {
+            return;
+        }
+        timer.as_mut().reset(due);
+    }
+}
+
+/// Answers a request the fast path refuses (nothing goes upstream); the connection closes.
+///
+/// The app may still be sending (the rest of a large head or a body): closing a socket with
+/// unread input resets it, and the reset can destroy the answer before the app reads it. So
+/// the write side is shut and input is read and dropped for a moment first (as nginx's
+/// lingering close does), bounded in time and bytes.
+async fn reject(app: &mut TcpStream, proxy: &Proxy, error: &ProxyError) {
     let mut out = Vec::new();
-    let status = write_problem(proxy, &ProxyError::BadRequest(reason), true, &mut out);
-    let _ = app.write_all(&out).await;
+    let status = write_problem(proxy, error, true, &mut out);
     proxy.connection.metrics.request(status, Duration::ZERO);
+    if app.write_all(&out).await.is_err() || app.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut dropped = 0;
+        let mut scrap = [0u8; 4096];
+        while dropped < LINGER_BYTES {
+            match app.read(&mut scrap).await {
+                Ok(n) if n > 0 => dropped += n,
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// The problem+json answer for `error`, as HTTP/1.1 bytes in `out`; returns its status.
@@ -157,214 +276,4 @@ fn write_problem(proxy: &Proxy, error: &ProxyError, close: bool, out: &mut Vec<u
     out.clear();
     problem.write_http1(close, out);
     problem.status
-}
-
-/// Answers one request; false when the app connection must close.
-async fn answer(
-    app: &mut TcpStream,
-    proxy: &Proxy,
-    pool: &Pool,
-    scratch: &mut Scratch,
-    body: &[u8],
-    request: &Request,
-) -> bool {
-    let started = Instant::now();
-    scratch.started = started;
-    let (status, keep) = match exchange(app, proxy, pool, scratch, body, request).await {
-        Ok(done) => done,
-        Err(error) => {
-            tracing::debug!(connection = %proxy.connection.name, %error, "request failed");
-            let status = write_problem(proxy, &error, request.close, &mut scratch.out);
-            let written = app.write_all(&scratch.out).await.is_ok();
-            (status, written)
-        }
-    };
-    proxy.connection.metrics.request(status, started.elapsed());
-    keep
-}
-
-/// Forwards the request (replaying it once after a 401 on the current token) and passes the
-/// answer to the app. `Err` only before anything was written to the app.
-async fn exchange(
-    app: &mut TcpStream,
-    proxy: &Proxy,
-    pool: &Pool,
-    scratch: &mut Scratch,
-    body: &[u8],
-    request: &Request,
-) -> Result<(StatusCode, bool), ProxyError> {
-    let token = proxy.connection.token().await?;
-    scratch.out.clear();
-    scratch.head.write(&token.header, &mut scratch.out);
-    scratch.out.extend_from_slice(body);
-    let (mut upstream, mut head) = send(proxy, pool, scratch, request).await?;
-    if rejected(proxy, &mut upstream, &head).await? {
-        proxy.count_unauthorized(&token);
-        discard(pool, upstream, &head, scratch.started).await;
-        // Joins (or starts) the refresh when `token` is current; returns the newer token at
-        // once when it was already superseded.
-        let newer = proxy.connection.newer_than(token.generation, true).await?;
-        scratch.out.clear();
-        scratch.head.write(&newer.header, &mut scratch.out);
-        scratch.out.extend_from_slice(body);
-        (upstream, head) = send(proxy, pool, scratch, request).await?;
-        let metrics = &proxy.connection.metrics;
-        if rejected(proxy, &mut upstream, &head).await? {
-            metrics.replay_unauthorized.inc();
-        } else {
-            metrics.replay_ok.inc();
-        }
-    }
-    let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let close = request.close || head.framing == response::Framing::UntilClose;
-    if close {
-        scratch.out.extend_from_slice(b"Connection: close\r\n");
-    }
-    scratch.out.extend_from_slice(b"\r\n");
-    match relay::forward(&mut upstream, app, &head, &mut scratch.out).await {
-        Ok(relay::Done { reusable }) => {
-            if reusable && head.reusable {
-                pool.checkin(upstream, scratch.started);
-            }
-            Ok((status, !close))
-        }
-        Err(error) => {
-            tracing::debug!(connection = %proxy.connection.name, %error, "answer cut short");
-            Ok((status, false))
-        }
-    }
-}
-
-/// The upstream rejected the token: a 401, or (cloudbeds preset) a small HTTP 200 JSON
-/// auth-failure body, read whole here so it can be checked.
-async fn rejected(proxy: &Proxy, upstream: &mut Upstream, head: &Head) -> Result<bool, ProxyError> {
-    if head.status == StatusCode::UNAUTHORIZED.as_u16() {
-        return Ok(true);
-    }
-    if !(proxy.provider_signals && head.inspect) {
-        return Ok(false);
-    }
-    let response::Framing::Length(length) = head.framing else {
-        return Ok(false);
-    };
-    let end = head.head_len + usize::try_from(length).unwrap_or(usize::MAX);
-    relay::fill(upstream, end)
-        .await
-        .map_err(|e| ProxyError::Unreachable(format!("reading the upstream answer: {e}")))?;
-    Ok(signals::is_cloudbeds_auth_failure(
-        &upstream.buf[head.head_len..end],
-    ))
-}
-
-/// Reads and drops a rejected answer's body so the connection can be reused; a long or
-/// open-ended body closes the connection instead.
-async fn discard(pool: &Pool, mut upstream: Upstream, head: &Head, now: Instant) {
-    let end = match head.framing {
-        response::Framing::Empty => head.head_len,
-        response::Framing::Length(n) if n <= signals::MAX_INSPECTED as u64 => {
-            head.head_len + n as usize
-        }
-        _ => return,
-    };
-    let filled = tokio::time::timeout(Duration::from_secs(1), relay::fill(&mut upstream, end));
-    if matches!(filled.await, Ok(Ok(()))) && upstream.buf.len() == end && head.reusable {
-        pool.checkin(upstream, now);
-    }
-}
-
-/// Sends `scratch.out` and reads the answer head (its app version into `scratch.out`),
-/// within the connection's timeout. A pooled connection that turns out closed before any
-/// answer is retried once on a new one, for idempotent requests.
-async fn send(
-    proxy: &Proxy,
-    pool: &Pool,
-    scratch: &mut Scratch,
-    request: &Request,
-) -> Result<(Upstream, Head), ProxyError> {
-    let deadline = scratch.started + proxy.timeout;
-    let out = &mut scratch.out;
-    let attempts = async {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut upstream = pool
-                .checkout(deadline - proxy.timeout)
-                .await
-                .map_err(|e| ProxyError::Unreachable(format!("tcp connect error: {e}")))?;
-            match round_trip(&mut upstream, out, request.head_method).await {
-                Ok(head) => return Ok((upstream, head)),
-                Err(Failure::Stale(_)) if upstream.reused && attempt == 1 && request.idempotent => {
-                    continue;
-                }
-                Err(failure) => return Err(ProxyError::Unreachable(failure.to_string())),
-            }
-        }
-    };
-    tokio::pin!(attempts);
-    loop {
-        tokio::select! {
-            biased;
-            result = &mut attempts => return result,
-            () = scratch.timer.as_mut() => {
-                if Instant::now() >= deadline {
-                    return Err(ProxyError::Timeout(proxy.timeout));
-                }
-                scratch.timer.as_mut().reset(deadline);
-            }
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    /// Closed or reset before any answer byte: a pooled connection may simply have gone stale.
-    #[error("upstream closed the connection before answering: {0}")]
-    Stale(std::io::Error),
-    #[error("reading the upstream answer: {0}")]
-    Io(std::io::Error),
-    #[error(transparent)]
-    Response(#[from] response::ResponseError),
-    #[error("upstream answer head is larger than {MAX_RESPONSE_HEAD} bytes")]
-    HeadTooLarge,
-}
-
-/// Writes the request in `out`, then reads until a final answer head, leaving the app's
-/// version of it in `out`.
-async fn round_trip(
-    upstream: &mut Upstream,
-    out: &mut Vec<u8>,
-    head_method: bool,
-) -> Result<Head, Failure> {
-    upstream
-        .stream
-        .write_all(out)
-        .await
-        .map_err(Failure::Stale)?;
-    let mut received = false;
-    loop {
-        if !upstream.buf.is_empty() {
-            out.clear();
-            match response::parse(&upstream.buf, head_method, out)? {
-                response::Parsed::Final(head) => return Ok(head),
-                response::Parsed::Interim(n) => {
-                    upstream.buf.advance(n);
-                    continue;
-                }
-                response::Parsed::Partial if upstream.buf.len() >= MAX_RESPONSE_HEAD => {
-                    return Err(Failure::HeadTooLarge);
-                }
-                response::Parsed::Partial => {}
-            }
-        }
-        upstream.buf.reserve(READ_CHUNK);
-        match upstream.stream.read_buf(&mut upstream.buf).await {
-            Ok(0) if !received => {
-                return Err(Failure::Stale(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-            Ok(0) => return Err(Failure::Io(std::io::ErrorKind::UnexpectedEof.into())),
-            Ok(_) => received = true,
-            Err(e) if !received => return Err(Failure::Stale(e)),
-            Err(e) => return Err(Failure::Io(e)),
-        }
-    }
 }

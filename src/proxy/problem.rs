@@ -24,8 +24,10 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("request body is larger than max_body ({0} bytes)")]
     TooLarge(u64),
-    #[error("the request body stalled: no bytes for client_body_timeout")]
-    BodyTimeout,
+    #[error("the request body stalled: no bytes for {0:?} (client_body_timeout)")]
+    BodyTimeout(Duration),
+    #[error("request head is larger than {0} bytes")]
+    HeadTooLarge(usize),
     #[error("this client's address is not in the connection's allow_clients")]
     Forbidden,
 }
@@ -111,7 +113,12 @@ impl ProxyError {
                 "Request body too large",
                 None,
             ),
-            Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "Request body timed out", None),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "Request body timed out", None),
+            Self::HeadTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request head too large",
+                None,
+            ),
             Self::Forbidden => (StatusCode::FORBIDDEN, "Forbidden", None),
         };
         let detail = match self {

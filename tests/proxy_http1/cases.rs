@@ -1006,3 +1006,6 @@ async fn a_reused_connection_closed_before_answering_is_retried_only_when_idempo
     let posts = rig.upstream.requests();
     assert_eq!(posts.iter().filter(|r| r.path() == "/once").count(), 1);
 }
+
+include!("framing.rs");
+include!("limits.rs");

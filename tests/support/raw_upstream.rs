@@ -194,6 +194,11 @@ impl Wire {
         }
     }
 
+    /// Shuts the write side (the peer reads an end of stream); reading goes on.
+    pub async fn shutdown_write(&mut self) -> io::Result<()> {
+        self.stream.shutdown().await
+    }
+
     /// Bytes received but not yet consumed.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -622,6 +627,12 @@ impl RawUpstream {
         self.inner.state().requests.clone()
     }
 
+    /// Removes and returns every request received so far (for tests that run many cases
+    /// against one upstream).
+    pub fn take_requests(&self) -> Vec<RecordedRequest> {
+        self.inner.update(|s| std::mem::take(&mut s.requests))
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.inner.state().connections.len()
@@ -675,6 +686,14 @@ impl RawUpstream {
     pub async fn wait_closed(&self, index: usize) {
         self.wait_until(&format!("connection {index} to close"), |s| {
             (s.connections.get(index) == Some(&ConnState::Closed)).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until no connection is reading or answering a request.
+    pub async fn wait_quiet(&self) {
+        self.wait_until("every connection to be idle or closed", |s| {
+            (!s.connections.contains(&ConnState::Busy)).then_some(())
         })
         .await;
     }

@@ -1,13 +1,20 @@
 //! Finds where a chunked message body ends (RFC 9112 section 7.1) without decoding it: the
 //! fast path passes chunked upstream answers to the app byte for byte and only needs to know
 //! when the message is over, so the upstream connection can be reused.
+//!
+//! Strict, because the app parses the same bytes after us: a size line is hex digits, then
+//! optionally whitespace and a `;` extension, then CRLF (no whitespace before the CRLF, no
+//! bare LF); every trailer line ends in CRLF. Whatever a lenient parser might read another
+//! way is an error, and the relay cuts the app's connection instead of passing it on.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Hex digits of a chunk size.
     Size,
-    /// Whitespace or a chunk extension after the size, up to CR.
-    SizeTail,
+    /// Whitespace after the size: only a `;` may follow (RFC 9112 `BWS ";"`).
+    SizeSpace,
+    /// A chunk extension, up to CR.
+    Extension,
     /// LF ending the size line.
     SizeLf,
     /// Chunk data still to pass.
@@ -18,6 +25,8 @@ enum State {
     TrailerStart,
     /// Inside a trailer field line.
     Trailer,
+    /// The LF ending a trailer line.
+    TrailerLf,
     /// The final LF.
     EndLf,
     Done,
@@ -65,13 +74,19 @@ impl Chunked {
                     }
                     _ if self.digits == 0 => return Err(ChunkError),
                     b'\r' => State::SizeLf,
-                    b';' | b' ' | b'\t' => State::SizeTail,
+                    b';' => State::Extension,
+                    b' ' | b'\t' => State::SizeSpace,
                     _ => return Err(ChunkError),
                 },
-                State::SizeTail => match b {
+                State::SizeSpace => match b {
+                    b' ' | b'\t' => State::SizeSpace,
+                    b';' => State::Extension,
+                    _ => return Err(ChunkError),
+                },
+                State::Extension => match b {
                     b'\r' => State::SizeLf,
                     b'\n' => return Err(ChunkError),
-                    _ => State::SizeTail,
+                    _ => State::Extension,
                 },
                 State::SizeLf if b == b'\n' => {
                     let size = std::mem::take(&mut self.size);
@@ -102,15 +117,17 @@ impl Chunked {
                     _ => State::Trailer,
                 },
                 State::Trailer => match b {
-                    b'\n' => State::TrailerStart,
+                    b'\r' => State::TrailerLf,
+                    b'\n' => return Err(ChunkError),
                     _ => State::Trailer,
                 },
+                State::TrailerLf if b == b'\n' => State::TrailerStart,
                 State::EndLf if b == b'\n' => {
                     self.state = State::Done;
                     return Ok(Some(i + 1));
                 }
                 State::Done => return Ok(Some(i)),
-                State::SizeLf | State::DataCr | State::DataLf | State::EndLf => {
+                State::SizeLf | State::DataCr | State::DataLf | State::TrailerLf | State::EndLf => {
                     return Err(ChunkError);
                 }
             };
@@ -150,13 +167,22 @@ mod tests {
     fn incomplete_and_malformed() {
         assert_eq!(end_of(b"5\r\nhel", 100), Ok(None));
         assert_eq!(end_of(b"0\r\n\r", 100), Ok(None));
-        assert_eq!(end_of(b"0 \r\n\r\n", 100), Ok(Some(6)));
+        assert_eq!(end_of(b"0 \t;x=1\r\n\r\n", 100), Ok(Some(11)));
         for bad in [
             &b"x\r\n"[..],
             b"\r\n",
             b"5\r\nhelloXX",
             b"5\nhello",
             b"11111111111111111\r\n",
+            // Whitespace before the CRLF of a size line.
+            b"0 \r\n\r\n",
+            b"5\t\r\nhello\r\n",
+            b"5 x\r\nhello\r\n",
+            // A bare LF ending an extension or a trailer line.
+            b"5;a\nhello\r\n",
+            b"0\r\nx-t: 1\n\r\n",
+            b"0\r\nx-t: 1\r\n\n",
+            b"0\r\nx-t: 1\rx\r\n\r\n",
         ] {
             assert_eq!(end_of(bad, 100), Err(ChunkError), "{bad:?}");
         }

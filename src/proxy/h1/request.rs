@@ -5,11 +5,14 @@
 //!
 //! Whatever the fast path does not serve itself is [`Parsed::HandOff`]: hyper takes the
 //! connection over and answers exactly as before (h2c, HTTP/1.0, CONNECT, absolute-form or
-//! malformed targets, chunked or large bodies, `Expect`, `Upgrade`, heads it cannot parse).
+//! malformed targets, chunked or large bodies, `Expect`, `Upgrade`, heads it cannot parse,
+//! `Content-Length` values that are not one number). What neither path may forward is
+//! [`Parsed::Reject`]ed here (see the invariants in [`super`]).
 
 use http::HeaderValue;
 
-use super::fields::{ConnectionOptions, is_proxy_field, parse_length, write_field};
+use super::fields::{ConnectionOptions, write_field, write_length};
+use crate::proxy::headers::{NAMES_FRAMING, is_hop_by_hop, parse_length};
 
 /// Header fields the fast path parses; more hands the request to hyper.
 const MAX_HEADERS: usize = 64;
@@ -110,8 +113,8 @@ pub fn parse(
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            if !connection.add(field.value) {
-                return Parsed::HandOff;
+            if connection.add(field.value).is_err() {
+                return Parsed::Reject(NAMES_FRAMING);
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"expect")
@@ -124,6 +127,7 @@ pub fn parse(
         // RFC 9112 section 3.2.
         return Parsed::Reject(HOST_REQUIRED);
     }
+    let length = body_len;
     let body_len = body_len.unwrap_or(0);
     if body_len > limit.0 {
         return Parsed::HandOff;
@@ -149,6 +153,10 @@ pub fn parse(
             write_field(out, name, field.value);
         }
     }
+    // Repeated equal lengths go on as one line.
+    if let Some(length) = length {
+        write_length(out, length);
+    }
     out.extend_from_slice(b"\r\n");
     Parsed::Fast(Request {
         head_len,
@@ -162,17 +170,11 @@ pub fn parse(
     })
 }
 
-/// Request fields never forwarded: hop-by-hop, `Proxy-*`, and the two bearerd sets.
+/// Request fields never forwarded as they are: hop-by-hop ones, the two bearerd sets, and
+/// `Content-Length` (written once, after the others).
 fn is_dropped(name: &[u8]) -> bool {
-    const DROPPED: [&[u8]; 6] = [
-        b"host",
-        b"authorization",
-        b"connection",
-        b"keep-alive",
-        b"te",
-        b"trailer",
-    ];
-    DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name)) || is_proxy_field(name)
+    const SET: [&[u8]; 3] = [b"host", b"authorization", b"content-length"];
+    SET.iter().any(|d| d.eq_ignore_ascii_case(name)) || is_hop_by_hop(name)
 }
 
 #[cfg(test)]
@@ -248,6 +250,28 @@ mod tests {
         assert_eq!(
             upstream("GET / HTTP/1.1\r\nAccept: x\r\n").0,
             Parsed::Partial
+        );
+    }
+
+    #[test]
+    fn refuses_framing_named_as_a_connection_option() {
+        for option in ["Content-Length", "x, transfer-encoding", "host"] {
+            let raw = format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nConnection: {option}\r\nContent-Length: 1\r\n\r\nx"
+            );
+            assert_eq!(upstream(&raw).0, Parsed::Reject(NAMES_FRAMING), "{option}");
+        }
+    }
+
+    #[test]
+    fn repeated_equal_lengths_go_on_as_one() {
+        let raw = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nX: 1\r\nContent-Length: 2\r\n\r\nab";
+        let (parsed, out) = upstream(raw);
+        assert!(matches!(parsed, Parsed::Fast(Request { body_len: 2, .. })));
+        assert_eq!(
+            out,
+            "POST /api/ HTTP/1.1\r\nHost: up.example:8080\r\nAuthorization: Bearer t1\r\n\
+             X: 1\r\nContent-Length: 2\r\n\r\n"
         );
     }
 }
