@@ -43,7 +43,7 @@ fn the_kubernetes_config_passes_bearerd_check() {
         .args(["check", "--config"])
         .arg(&path)
         .env_remove("BEARERD_CONFIG")
-        .env("BEARERD_ADMIN_TOKEN", "admin-token")
+        .env("BEARERD_ADMIN_TOKEN", "admin-token-of-32-random-chars-x")
         .env("BEARERD_STORE_KEY", KEY)
         .env("DATABASE_URL", "postgres://bearerd@127.0.0.1:5432/bearerd")
         .env("CLOUDBEDS_CLIENT_ID", "id")
