@@ -15,6 +15,8 @@ use crate::config::{Config, ConnectionConfig, GrantKind, Provider, Revocation};
 use crate::discovery;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, h1};
+use crate::ratelimit::Limiter;
+use crate::ratelimit::replicas::{Budget, keep_shares, replica_id};
 use crate::serve::{Drain, Gate, Workers, serve, serve_proxy};
 use crate::store::{self, Reach, StoreError, TokenStore};
 use crate::token::oauth::TokenEndpoint;
@@ -79,6 +81,7 @@ impl App {
         };
         let store = open_store(&config, &metrics).await?;
         let mut admin_connections = Vec::new();
+        let mut budgets = Vec::new();
         for c in &config.connections {
             let shared = Shared {
                 public_url: &config.admin.public_url,
@@ -120,6 +123,12 @@ impl App {
             app.connections.push(Arc::clone(&proxy.connection));
             app.proxies.push((c.name.clone(), addr));
             app.refreshers.push(tokio::spawn(refresher.run()));
+            if let (Some(limiter), Some(limit)) = (&proxy.limiter, &c.rate_limit) {
+                budgets.push(Budget {
+                    rps: limit.rps,
+                    limiter: Arc::clone(limiter),
+                });
+            }
             // One gate for all workers: the cap counts the listener's connections.
             let gate = Arc::new(Gate::new(config.limits, c.allow_clients.clone()));
             for (listener, worker) in listeners {
@@ -159,6 +168,15 @@ impl App {
             let admin = Arc::clone(&admin);
             async move { admin.handle(request).await }
         };
+        if let Some(store) = &store {
+            // Replicas of a postgres store split each rate limit; a file store keeps it whole.
+            app.refreshers.push(tokio::spawn(keep_shares(
+                Arc::clone(store),
+                replica_id(),
+                budgets,
+                shutdown_rx.clone(),
+            )));
+        }
         if let (Some(notify), Some(store)) = (&config.notify, &store) {
             app.refreshers.extend(start_notifications(
                 notify,
@@ -239,9 +257,12 @@ async fn open_store(
         .filter(|c| c.grant == GrantKind::AuthorizationCode)
         .map(|c| c.name.clone())
         .collect();
-    // Client-credentials connections keep nothing, so a file store is opened only when
-    // something needs it: a refresh-token grant, or the notification outbox.
-    if names.is_empty() && config.notify.is_none() {
+    // Client-credentials connections keep nothing, so a store is opened only when something
+    // needs it: a refresh-token grant, the notification outbox, or (postgres) replicas
+    // sharing a rate limit.
+    let shared_limits = matches!(config.store.kind, crate::config::StoreKind::Postgres { .. })
+        && config.connections.iter().any(|c| c.rate_limit.is_some());
+    if names.is_empty() && config.notify.is_none() && !shared_limits {
         return Ok(None);
     }
     let metrics = Some(Arc::clone(metrics));
@@ -422,6 +443,7 @@ fn build_connection(
         pool: h1::Pool::for_upstream(&c.upstream, c.connect_timeout),
         // The caller sets `[limits]`, which are not per connection.
         limits: Default::default(),
+        limiter: c.rate_limit.as_ref().map(|r| Arc::new(Limiter::new(r))),
     };
     Ok((proxy, refresher))
 }

@@ -33,6 +33,15 @@ impl Trigger {
     }
 }
 
+/// Who produced an answer (the `source` label of `bearerd_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The upstream's answer, passed on.
+    Upstream,
+    /// bearerd's own problem answer.
+    Bearerd,
+}
+
 /// The registry and the metric families.
 pub struct Metrics {
     registry: Registry,
@@ -80,8 +89,8 @@ impl Metrics {
         let metrics = Self {
             requests: counter(
                 "bearerd_requests_total",
-                "Requests answered by the proxy, by status class.",
-                &["connection", "code"],
+                "Requests answered by the proxy, by status class and by who answered (upstream or bearerd).",
+                &["connection", "code", "source"],
             )?,
             request_duration: histogram(
                 "bearerd_request_duration_seconds",
@@ -176,8 +185,10 @@ impl Metrics {
 
     /// Resolves (and so exposes, at zero) every series of one connection.
     pub fn connection(&self, name: &str) -> ConnectionMetrics {
-        let codes =
-            ["2xx", "3xx", "4xx", "5xx"].map(|c| self.requests.with_label_values(&[name, c]));
+        let codes = ["upstream", "bearerd"].map(|source| {
+            ["2xx", "3xx", "4xx", "5xx"]
+                .map(|c| self.requests.with_label_values(&[name, c, source]))
+        });
         let states =
             ConnState::ALL.map(|s| self.connection_state.with_label_values(&[name, s.as_str()]));
         ConnectionMetrics {
@@ -223,7 +234,8 @@ impl Metrics {
 #[derive(Clone)]
 pub struct ConnectionMetrics {
     name: String,
-    requests: [IntCounter; 4],
+    /// By source (upstream, bearerd), then status class.
+    requests: [[IntCounter; 4]; 2],
     pub request_duration: prometheus::Histogram,
     pub unauthorized_current: IntCounter,
     pub unauthorized_superseded: IntCounter,
@@ -243,14 +255,14 @@ pub struct ConnectionMetrics {
 }
 
 impl ConnectionMetrics {
-    pub fn request(&self, status: http::StatusCode, elapsed: Duration) {
+    pub fn request(&self, status: http::StatusCode, source: Source, elapsed: Duration) {
         let class = match status.as_u16() {
             ..300 => 0,
             300..400 => 1,
             400..500 => 2,
             _ => 3,
         };
-        self.requests[class].inc();
+        self.requests[source as usize][class].inc();
         self.request_duration.observe(elapsed.as_secs_f64());
     }
 

@@ -7,6 +7,7 @@
 
 pub mod h1;
 mod headers;
+pub(crate) mod limit;
 pub mod problem;
 pub(crate) mod signals;
 
@@ -23,6 +24,8 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use crate::config::Limits;
+use crate::metrics::Source;
+use crate::ratelimit::Limiter;
 use crate::serve::{ClientBody, body_stalled};
 use crate::token::{Connection, Token};
 use crate::upstream::{HttpClient, Target, UpstreamBody};
@@ -51,6 +54,8 @@ pub struct Proxy {
     pub pool: Option<h1::Pool>,
     /// Timeouts and head size for app connections (`[limits]`, SPEC section 13).
     pub limits: Limits,
+    /// The connection's upstream rate limit (SPEC section 11), shared by every worker.
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 /// The request body as it will go upstream.
@@ -65,20 +70,23 @@ impl Proxy {
     /// Answers one request from the app. Never fails: errors become problem+json.
     pub async fn handle(&self, request: Request<ClientBody>) -> Response<ProxyBody> {
         let started = Instant::now();
-        let response = match self.forward(request).await {
-            Ok(response) => response,
+        let (response, source) = match self.forward(request).await {
+            Ok(response) => (response, Source::Upstream),
             Err(error) => {
-                tracing::debug!(connection = %self.connection.name, %error, "request failed");
+                error.log(&self.connection.name);
                 let context = ProblemContext {
                     connection: &self.connection.name,
                     connect_url: &self.connect_url,
                 };
-                error.to_response(&context).map(Either::Right)
+                (
+                    error.to_response(&context).map(Either::Right),
+                    Source::Bearerd,
+                )
             }
         };
         self.connection
             .metrics
-            .request(response.status(), started.elapsed());
+            .request(response.status(), source, started.elapsed());
         response
     }
 
@@ -230,8 +238,17 @@ impl Proxy {
     }
 
     async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
+        self.admit().await?;
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                let value = response.headers().get(http::header::RETRY_AFTER);
+                self.throttled(
+                    status,
+                    limit::retry_after(status, value.map(|v| v.as_bytes())),
+                );
+                Ok(response)
+            }
             Ok(Err(error)) if caused_by::<LengthLimitError>(&error) => {
                 Err(ProxyError::TooLarge(self.max_body.unwrap_or(u64::MAX)))
             }

@@ -199,6 +199,17 @@ impl Limiter {
     }
 }
 
+/// A `Retry-After` value (delay-seconds or an HTTP-date, RFC 9110 section 10.2.3) as a wait
+/// from `now`; `None` if it is neither.
+pub fn parse_retry_after(value: &[u8], now: std::time::SystemTime) -> Option<Duration> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// `rps` split over `live` replicas: an integer quota per window for replica `index`, the
 /// quotas summing to `rps`. With more replicas than `rps`, each gets one request per a
 /// longer window instead of none.

@@ -80,6 +80,7 @@ use tokio::time::{Instant, Sleep};
 use super::Proxy;
 use super::problem::{ProblemContext, ProxyError};
 use crate::config::Limits;
+use crate::metrics::Source;
 use crate::serve::stopped;
 use exchange::answer;
 use request::{BodyLimit, Parsed, Rewrite, UpstreamHead};
@@ -249,7 +250,11 @@ async fn expired(timer: &mut Pin<Box<Sleep>>, due: Instant) {
 async fn reject(app: &mut TcpStream, proxy: &Proxy, error: &ProxyError) {
     let mut out = Vec::new();
     let status = write_problem(proxy, error, true, &mut out);
-    proxy.connection.metrics.request(status, Duration::ZERO);
+    error.log(&proxy.connection.name);
+    proxy
+        .connection
+        .metrics
+        .request(status, Source::Bearerd, Duration::ZERO);
     if app.write_all(&out).await.is_err() || app.shutdown().await.is_err() {
         return;
     }

@@ -30,6 +30,8 @@ pub enum ProxyError {
     HeadTooLarge(usize),
     #[error("this client's address is not in the connection's allow_clients")]
     Forbidden,
+    #[error("over the upstream rate limit; retry in {0:?}")]
+    RateLimited(Duration),
 }
 
 impl From<TokenError> for ProxyError {
@@ -37,6 +39,30 @@ impl From<TokenError> for ProxyError {
         match error {
             TokenError::NotConnected { state } => Self::NotConnected { state },
             TokenError::Unavailable { retry_after } => Self::TokenUnavailable { retry_after },
+        }
+    }
+}
+
+impl ProxyError {
+    /// One log line for an answer bearerd gives instead of the upstream's: a warning when it
+    /// is a 5xx (the app did not get what it asked for, and an operator should know why),
+    /// debug for the app's own mistakes.
+    pub fn log(&self, connection: &str) {
+        match self {
+            Self::NotConnected { .. }
+            | Self::TokenUnavailable { .. }
+            | Self::Unreachable(_)
+            | Self::Timeout(_) => {
+                tracing::warn!(connection, error = %self, "answered the app with an error of bearerd's own");
+            }
+            Self::BadRequest(_)
+            | Self::TooLarge(_)
+            | Self::BodyTimeout(_)
+            | Self::HeadTooLarge(_)
+            | Self::Forbidden
+            | Self::RateLimited(_) => {
+                tracing::debug!(connection, error = %self, "refused an app request");
+            }
         }
     }
 }
@@ -120,6 +146,12 @@ impl ProxyError {
                 None,
             ),
             Self::Forbidden => (StatusCode::FORBIDDEN, "Forbidden", None),
+            Self::RateLimited(retry_after) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Over the upstream rate limit",
+                // Rounded up: a client that waits this long finds a slot.
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)),
+            ),
         };
         let detail = match self {
             Self::NotConnected {

@@ -218,3 +218,25 @@ async fn a_smaller_share_applies_to_the_next_request() {
         Admission::Wait { .. }
     ));
 }
+
+#[test]
+fn retry_after_is_seconds_or_a_date() {
+    let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    assert_eq!(parse_retry_after(b"2", now), Some(Duration::from_secs(2)));
+    assert_eq!(
+        parse_retry_after(b" 120 ", now),
+        Some(Duration::from_secs(120))
+    );
+    let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+    assert_eq!(
+        parse_retry_after(date.as_bytes(), now),
+        Some(Duration::from_secs(30))
+    );
+    let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+    assert_eq!(
+        parse_retry_after(past.as_bytes(), now),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(parse_retry_after(b"soon", now), None);
+    assert_eq!(parse_retry_after(b"-1", now), None);
+}

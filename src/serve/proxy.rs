@@ -108,10 +108,11 @@ async fn answer(
         let mut response = ProxyError::Forbidden
             .to_response(&context)
             .map(Either::Right);
-        proxy
-            .connection
-            .metrics
-            .request(StatusCode::FORBIDDEN, std::time::Duration::ZERO);
+        proxy.connection.metrics.request(
+            StatusCode::FORBIDDEN,
+            crate::metrics::Source::Bearerd,
+            std::time::Duration::ZERO,
+        );
         last_on_connection(version, &mut response);
         return response;
     }

@@ -16,6 +16,7 @@ use super::pool::{Pool, Upstream};
 use super::request::Request;
 use super::response::{self, Head};
 use super::{MAX_RESPONSE_HEAD, READ_CHUNK, Scratch, arm, expired, relay, write_problem};
+use crate::metrics::Source;
 use crate::proxy::problem::ProxyError;
 use crate::proxy::{Proxy, signals};
 
@@ -31,20 +32,20 @@ pub(super) async fn answer(
 ) -> (bool, Instant) {
     let started = Instant::now();
     scratch.started = started;
-    let (status, keep) = match exchange(app, proxy, pool, scratch, body, request).await {
-        Ok(done) => done,
+    let (status, keep, source) = match exchange(app, proxy, pool, scratch, body, request).await {
+        Ok((status, keep)) => (status, keep, Source::Upstream),
         Err(error) => {
-            tracing::debug!(connection = %proxy.connection.name, %error, "request failed");
+            error.log(&proxy.connection.name);
             let status = write_problem(proxy, &error, request.close, &mut scratch.out);
             let written = app.write_all(&scratch.out).await.is_ok();
-            (status, written)
+            (status, written, Source::Bearerd)
         }
     };
     let finished = Instant::now();
     proxy
         .connection
         .metrics
-        .request(status, finished.saturating_duration_since(started));
+        .request(status, source, finished.saturating_duration_since(started));
     (keep, finished)
 }
 
@@ -146,7 +147,9 @@ async fn send(
     scratch: &mut Scratch,
     request: &Request,
 ) -> Result<(Upstream, Head), ProxyError> {
-    let deadline = scratch.started + proxy.timeout;
+    // The turn under the rate limit comes first; the upstream's timeout counts from the send.
+    proxy.admit().await?;
+    let deadline = Instant::now() + proxy.timeout;
     let out = &mut scratch.out;
     let attempts = async {
         let mut attempt = 0;
@@ -157,7 +160,10 @@ async fn send(
                 .await
                 .map_err(|e| ProxyError::Unreachable(format!("tcp connect error: {e}")))?;
             match round_trip(&mut upstream, out, request.head_method).await {
-                Ok(head) => return Ok((upstream, head)),
+                Ok(head) => {
+                    proxy.throttled(head.status, head.retry_after);
+                    return Ok((upstream, head));
+                }
                 Err(Failure::Stale(_)) if upstream.reused && attempt == 1 && request.idempotent => {
                     continue;
                 }

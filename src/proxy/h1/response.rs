@@ -37,6 +37,8 @@ pub struct Head {
     pub reusable: bool,
     /// A Cloudbeds-style auth failure might hide in this 200 (see [`signals::worth`]).
     pub inspect: bool,
+    /// A 429's `Retry-After`, as a wait.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -177,6 +179,14 @@ pub fn parse(buf: &[u8], head_method: bool, out: &mut Vec<u8>) -> Result<Parsed,
             && framing != Framing::UntilClose
             && !(found.coded && found.length.is_some()),
         inspect: signals::worth(status, found.content_type, body_length),
+        retry_after: crate::proxy::limit::retry_after(
+            status,
+            response
+                .headers
+                .iter()
+                .find(|f| f.name.eq_ignore_ascii_case("retry-after"))
+                .map(|f| f.value),
+        ),
     }))
 }
 
@@ -217,6 +227,7 @@ mod tests {
                 framing: Framing::Length(2),
                 reusable: true,
                 inspect: true,
+                retry_after: None,
             }))
         );
         assert_eq!(
