@@ -26,8 +26,9 @@ use crate::config::{GrantKind, Provider};
 use crate::connect::webhook::confirm::AppStateCheck;
 use crate::connect::{ConnectFlows, ConnectSettings, pages};
 use crate::metrics::Metrics;
+use crate::secret::SecretString;
 use crate::serve::ClientBody;
-use crate::token::{ConnState, Connection, SecretString, TokenState};
+use crate::token::{ConnState, Connection, TokenState};
 use crate::upstream::HttpClient;
 
 /// Admin request bodies (forms, webhooks) are small.

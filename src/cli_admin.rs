@@ -166,7 +166,7 @@ async fn call_any(method: Method, url: &str) -> Result<(http::StatusCode, Value)
     let response = tokio::time::timeout(Duration::from_secs(60), client.request(request))
         .await
         .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| bearerd::proxy::error_chain(&e))?;
+        .map_err(|e| bearerd::upstream::error_chain(&e))?;
     let status = response.status();
     let body = response
         .into_body()

@@ -8,8 +8,8 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use bearerd::config::{Config, ConnectionConfig, GrantKind};
+use bearerd::secret::SecretString;
 use bearerd::store::Reach;
-use bearerd::token::SecretString;
 use bearerd::token::import::import;
 use bearerd::token::oauth::TokenEndpoint;
 use bearerd::{discovery, upstream};

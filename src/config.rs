@@ -23,7 +23,7 @@ use url::Url;
 pub use secret::SecretSource;
 pub use units::{parse_duration, parse_size};
 
-use crate::token::SecretString;
+use crate::secret::SecretString;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::scrub::scrub;
-use crate::token::SecretString;
+use crate::secret::SecretString;
 
 /// How long a connect flow may take between redirect and callback.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(600);

@@ -90,7 +90,7 @@ async fn fetch(client: &HttpClient, url: &Url, timeout: Duration) -> Result<Meta
         let response = client
             .request(request)
             .await
-            .map_err(|e| crate::proxy::error_chain(&e))?;
+            .map_err(|e| crate::upstream::error_chain(&e))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), 256 * 1024)
             .collect()

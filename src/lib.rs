@@ -41,6 +41,7 @@
 //! - [`notify`]: signed notifications of state changes someone must act on, from an
 //!   outbox in the store.
 //! - [`ratelimit`]: upstream request budgets: per-window quota, FIFO waiting, pauses.
+//! - [`secret`]: `SecretString`, redacted in `Debug`, shared by every layer.
 //! - [`scrub`]: provider text cleaned of every secret bearerd knows before it is stored,
 //!   logged or shown.
 
@@ -56,6 +57,7 @@ pub mod notify;
 pub mod proxy;
 pub mod ratelimit;
 pub mod scrub;
+pub mod secret;
 pub mod serve;
 pub mod store;
 pub mod token;

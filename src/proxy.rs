@@ -28,7 +28,7 @@ use crate::metrics::Source;
 use crate::ratelimit::Limiter;
 use crate::serve::{ClientBody, body_stalled};
 use crate::token::{Connection, Token};
-use crate::upstream::{HttpClient, Target, UpstreamBody};
+use crate::upstream::{HttpClient, Target, UpstreamBody, error_chain};
 use problem::{ProblemContext, ProxyError};
 
 pub use headers::{prepare, strip_hop_by_hop};
@@ -335,16 +335,4 @@ fn hyper_cause(error: &hyper::Error) -> bool {
         cause = e.source();
     }
     false
-}
-
-/// An error and its causes on one line ("client error (Connect): tcp connect error: ...").
-pub fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }

@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 
 use crate::config::{StoreConfig, StoreKind};
 use crate::metrics::Metrics;
-use crate::token::SecretString;
+use crate::secret::SecretString;
 pub use outbox::OutboxEntry;
 use seal::{KeyError, OpenError, Sealer};
 

@@ -13,7 +13,6 @@ pub mod refresher;
 pub mod schedule;
 pub mod state;
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -27,27 +26,7 @@ pub use refresher::{Command, DisconnectReport};
 pub use state::{ConnState, Outcome};
 
 use crate::metrics::ConnectionMetrics;
-
-/// A secret string (token, client secret): `Debug` is redacted, there is no `Display`, and
-/// the value is read only through [`SecretString::secret`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretString(Arc<str>);
-
-impl SecretString {
-    pub fn new(value: impl Into<Arc<str>>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretString(<redacted>)")
-    }
-}
+pub use crate::secret::SecretString;
 
 /// What a token endpoint returned.
 #[derive(Debug, Clone)]

@@ -178,6 +178,18 @@ fn host_header(uri: &Uri) -> Option<HeaderValue> {
     HeaderValue::try_from(value).ok()
 }
 
+/// An error and its causes on one line ("client error (Connect): tcp connect error: ...").
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

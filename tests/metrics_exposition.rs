@@ -268,24 +268,33 @@ async fn metrics_count_the_traffic_with_bounded_labels() {
     let v = |series: &str| value(&text, series);
 
     assert_eq!(
-        v(r#"bearerd_requests_total{code="2xx",connection="api"}"#),
+        v(r#"bearerd_requests_total{code="2xx",connection="api",source="upstream"}"#),
         4.0
     );
     assert_eq!(
-        v(r#"bearerd_requests_total{code="3xx",connection="api"}"#),
+        v(r#"bearerd_requests_total{code="3xx",connection="api",source="upstream"}"#),
         1.0
     );
     assert_eq!(
-        v(r#"bearerd_requests_total{code="4xx",connection="api"}"#),
+        v(r#"bearerd_requests_total{code="4xx",connection="api",source="upstream"}"#),
+        1.0
+    );
+    for source in ["upstream", "bearerd"] {
+        assert_eq!(
+            v(&format!(
+                r#"bearerd_requests_total{{code="5xx",connection="api",source="{source}"}}"#
+            )),
+            0.0
+        );
+    }
+    // An unreachable upstream: bearerd's own 502, told apart from an upstream's 5xx.
+    assert_eq!(
+        v(r#"bearerd_requests_total{code="5xx",connection="down",source="bearerd"}"#),
         1.0
     );
     assert_eq!(
-        v(r#"bearerd_requests_total{code="5xx",connection="api"}"#),
+        v(r#"bearerd_requests_total{code="5xx",connection="down",source="upstream"}"#),
         0.0
-    );
-    assert_eq!(
-        v(r#"bearerd_requests_total{code="5xx",connection="down"}"#),
-        1.0
     );
     assert_eq!(
         v(r#"bearerd_request_duration_seconds_count{connection="api"}"#),

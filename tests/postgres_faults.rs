@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use std::time::SystemTime;
 
+use bearerd::secret::SecretString;
 use bearerd::store::{Record, StoreError, TokenStore};
-use bearerd::token::SecretString;
 use http::StatusCode;
 use pg_support::flaky::{Flaky, target};
 use pg_support::{Replica, TestDb};

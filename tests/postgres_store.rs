@@ -15,8 +15,8 @@ mod support;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
+use bearerd::secret::SecretString;
 use bearerd::store::{Record, TokenStore};
-use bearerd::token::SecretString;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;

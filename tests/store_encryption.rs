@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bearerd::config::{Config, SecretSource, StoreConfig, StoreKind};
+use bearerd::secret::SecretString;
 use bearerd::store::file::FileStore;
 use bearerd::store::seal::{Sealer, parse_key};
 use bearerd::store::{Reach, Record, StoreError, TokenStore};
-use bearerd::token::SecretString;
 use pg_support::{KEY, OTHER_KEY, Replica, TestDb};
 use support::{Daemon, TokenServer, TokenServerConfig, Upstream, temp_store_dir};
 

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::respond::{AdminResponse, problem};
-use crate::token::SecretString;
+use crate::secret::SecretString;
 
 pub struct Guard {
     pub auth_token: Option<SecretString>,

@@ -16,7 +16,8 @@ use super::respond::{AdminResponse, html, json_response, redirect};
 use super::{Admin, AdminConnection, Probe};
 use crate::connect::{STATE_LIFETIME, pages};
 use crate::scrub::scrub;
-use crate::token::{Command, ConnState, Connection, DisconnectReport, SecretString};
+use crate::secret::SecretString;
+use crate::token::{Command, ConnState, Connection, DisconnectReport};
 
 /// Longest the callback waits for the code exchange.
 const EXCHANGE_WAIT: Duration = Duration::from_secs(60);
@@ -202,7 +203,7 @@ async fn run_probe(
             .client
             .request(request)
             .await
-            .map_err(|e| crate::proxy::error_chain(&e))?;
+            .map_err(|e| crate::upstream::error_chain(&e))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), 1 << 20)
             .collect()

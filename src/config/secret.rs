@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use crate::token::SecretString;
+use crate::secret::SecretString;
 
 /// Where a secret comes from, as written in the config file.
 #[derive(Clone, PartialEq, Eq)]

@@ -164,7 +164,7 @@ async fn attempt(
         .map_err(|e| e.to_string())?;
     match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(request)).await {
         Err(_) => Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
-        Ok(Err(error)) => Err(crate::proxy::error_chain(&error)),
+        Ok(Err(error)) => Err(crate::upstream::error_chain(&error)),
         Ok(Ok(response)) if response.status().is_success() => Ok(()),
         Ok(Ok(response)) => Err(format!("HTTP {}", response.status())),
     }

@@ -282,7 +282,7 @@ fn join_error(e: tokio::task::JoinError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::SecretString;
+    use crate::secret::SecretString;
     use std::time::SystemTime;
 
     fn temp_dir(tag: &str) -> PathBuf {

@@ -45,7 +45,7 @@ use session::{Tls, client_config, db_error, pool_error};
 use super::seal::Sealer;
 use super::{BoxFuture, Record, RecordJson, StoreError, StoreLock, TokenStore};
 use crate::metrics::{Metrics, unix_seconds};
-use crate::token::SecretString;
+use crate::secret::SecretString;
 
 /// The notification channel (SPEC section 6).
 pub const CHANNEL: &str = "bearerd_tokens";

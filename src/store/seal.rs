@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 
 use crate::config::SecretSource;
-use crate::token::SecretString;
+use crate::secret::SecretString;
 
 const PREFIX: &str = "enc:v1:";
 const NONCE_LEN: usize = 12;

@@ -7,9 +7,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::SecretString;
 use super::oauth::{GrantRequest, TokenEndpoint, TokenFailure};
 use super::state::ConnState;
+use crate::secret::SecretString;
 use crate::store::{Record, StoreError, TokenStore};
 
 /// Longest wait for the store lock (a running refresher holds it for one token request).

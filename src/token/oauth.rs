@@ -12,9 +12,10 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use serde_json::Value;
 use url::Url;
 
-use super::{Outcome, SecretString, TokenSet};
+use super::{Outcome, TokenSet};
 use crate::config::{ClientAuth, Credentials};
 use crate::scrub::scrub;
+use crate::secret::SecretString;
 use crate::upstream::HttpClient;
 
 /// Token responses are small; anything bigger is not a token response.
@@ -168,7 +169,7 @@ impl TokenEndpoint {
             let response = self.client.request(request).await.map_err(|e| {
                 let reason = format!(
                     "token endpoint unreachable: {}",
-                    crate::proxy::error_chain(&e)
+                    crate::upstream::error_chain(&e)
                 );
                 // A failed connect never sent the request; anything later may have.
                 if e.is_connect() {
@@ -268,7 +269,7 @@ impl TokenEndpoint {
         let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| format!("{what} timed out"))?
-            .map_err(|e| format!("{what} unreachable: {}", crate::proxy::error_chain(&e)))?;
+            .map_err(|e| format!("{what} unreachable: {}", crate::upstream::error_chain(&e)))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_RESPONSE)
             .collect()

@@ -19,9 +19,10 @@ use tokio::time::Instant;
 use super::oauth::TokenEndpoint;
 use super::schedule::Backoff;
 use super::state::ConnState;
-use super::{Connection, SecretString, TokenState};
+use super::{Connection, TokenState};
 use crate::config::Revocation;
 use crate::metrics::Trigger;
+use crate::secret::SecretString;
 use crate::store::TokenStore;
 
 /// What the refresher redeems.

@@ -11,9 +11,9 @@ pub mod flaky;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bearerd::secret::SecretString;
 use bearerd::store::postgres::{PgOptions, PgStore};
 use bearerd::store::seal::{Sealer, parse_key};
-use bearerd::token::SecretString;
 use tokio_postgres::NoTls;
 
 use crate::support::{Daemon, TokenServer, Upstream, free_port};

@@ -93,7 +93,7 @@ pub async fn seed_store(dir: &std::path::Path, name: &str, refresh_token: &str) 
     bearerd::store::import(
         &store,
         name,
-        bearerd::token::SecretString::new(refresh_token.to_owned()),
+        bearerd::secret::SecretString::new(refresh_token.to_owned()),
         true,
     )
     .await

@@ -19,7 +19,8 @@ use url::Url;
 
 use crate::proxy::signals::is_cloudbeds_auth_failure;
 use crate::scrub::scrub;
-use crate::token::{SecretString, Token};
+use crate::secret::SecretString;
+use crate::token::Token;
 use crate::upstream::HttpClient;
 
 /// getAppState answers are tiny.
@@ -79,7 +80,7 @@ impl AppStateCheck {
         let exchange = async {
             let response =
                 self.client.request(request).await.map_err(|e| {
-                    format!("getAppState failed: {}", crate::proxy::error_chain(&e))
+                    format!("getAppState failed: {}", crate::upstream::error_chain(&e))
                 })?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_ANSWER)

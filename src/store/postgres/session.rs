@@ -10,8 +10,8 @@ use tokio_postgres::Config as PgConfig;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::secret::SecretString;
 use crate::store::StoreError;
-use crate::token::SecretString;
 
 /// The TLS choice the URL asks for: rustls for `sslmode=require`, plain otherwise.
 #[derive(Clone)]

@@ -9,7 +9,8 @@ use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 use super::{TokenFailure, transient};
-use crate::token::{SecretString, TokenSet};
+use crate::secret::SecretString;
+use crate::token::TokenSet;
 
 /// Turns a token endpoint answer into tokens or a classified failure (SPEC section 4).
 pub fn classify(

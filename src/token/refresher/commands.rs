@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use super::{Command, DisconnectReport, Grant, Refresher};
 use crate::config::Revocation;
 use crate::metrics::Trigger;
+use crate::secret::SecretString;
 use crate::store::Record;
-use crate::token::SecretString;
 use crate::token::oauth::{GrantRequest, TokenFailure};
 use crate::token::state::{ConnState, Outcome};
 
