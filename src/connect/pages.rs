@@ -47,9 +47,17 @@ pub fn escape(text: &str) -> String {
 }
 
 fn page(title: &str, body: &str) -> String {
+    page_with(title, body, "")
+}
+
+/// How often the status page reloads itself, so an open tab shows the token counting down
+/// and being refreshed, and a state change, without anyone pressing reload.
+const STATUS_RELOAD_SECONDS: u32 = 5;
+
+fn page_with(title: &str, body: &str, head: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{head}\
 <title>{title}</title><style>{STYLE}</style></head><body>{body}</body></html>",
         title = escape(title),
     )
@@ -136,8 +144,9 @@ pub fn status(rows: &[Row<'_>], csrf: &str) -> String {
             buttons = buttons(row, csrf),
         );
     }
-    body.push_str("</tbody></table><p class=\"muted\">Metrics at <a href=\"/metrics\">/metrics</a>, JSON at <a href=\"/connections\">/connections</a>.</p>");
-    page("bearerd status", &body)
+    body.push_str("</tbody></table><p class=\"muted\">This page reloads itself every 5 seconds. Metrics at <a href=\"/metrics\">/metrics</a>, JSON at <a href=\"/connections\">/connections</a>.</p>");
+    let reload = format!("<meta http-equiv=\"refresh\" content=\"{STATUS_RELOAD_SECONDS}\">");
+    page_with("bearerd status", &body, &reload)
 }
 
 /// The page after a successful connect, with what the probe returned.
@@ -213,6 +222,13 @@ mod tests {
         assert!(!page.contains("<button") && !page.contains("Connect</a>"));
         let page = status(&[row(ConnState::Connected, false)], "c");
         assert!(page.contains("Refresh") && !page.contains("Connect</a>"));
+    }
+
+    #[test]
+    fn the_status_page_reloads_itself_and_the_result_pages_do_not() {
+        let page = status(&[row(ConnState::Connected, true)], "c");
+        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+        assert!(!problem("t", "d").contains("http-equiv"));
     }
 
     #[test]
