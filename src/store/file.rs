@@ -158,6 +158,17 @@ fn write_record(
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
+    write_durably(dir, temp, path, &bytes)
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new file, never a torn
+/// one: write `temp` (mode 0600), fsync it, rename it over `path`, fsync `dir`.
+pub(super) fn write_durably(
+    dir: &Path,
+    temp: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -168,7 +179,7 @@ fn write_record(
     // The mode given at creation does not apply to a file left by an earlier run.
     file.set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(io_error(temp))?;
-    file.write_all(&bytes).map_err(io_error(temp))?;
+    file.write_all(bytes).map_err(io_error(temp))?;
     file.sync_all().map_err(io_error(temp))?;
     drop(file);
     fs::rename(temp, path).map_err(io_error(path))?;

@@ -7,8 +7,8 @@
 //! `DIR/outbox.lock` while it claims; the postgres store keeps rows in `bearerd_outbox` and
 //! claims with `FOR UPDATE SKIP LOCKED`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs::{self, OpenOptions};
+use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -85,20 +85,7 @@ impl FileOutbox {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(io(&temp))?;
-        file.write_all(&bytes).map_err(io(&temp))?;
-        file.sync_all().map_err(io(&temp))?;
-        drop(file);
-        fs::rename(&temp, &path).map_err(io(&path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))
+        super::file::write_durably(&self.dir, &temp, &path, &bytes)
     }
 
     fn remove(&self, id: &str) -> Result<(), StoreError> {
