@@ -221,7 +221,10 @@ impl App {
         }
         let drained = futures_join_all(drains);
         if tokio::time::timeout(self.grace, drained).await.is_err() {
-            tracing::warn!(grace = ?self.grace, "shutdown grace ran out with requests in flight");
+            tracing::warn!(
+                grace_s = self.grace.as_secs_f64(),
+                "shutdown grace ran out with requests in flight"
+            );
         }
         for refresher in self.refreshers {
             let _ = refresher.await;

@@ -95,6 +95,20 @@ async fn redeems_the_imported_token_and_a_restart_uses_the_newest() {
     // Restart: the stored access token is still valid, so no token request.
     let bearerd = Bearerd::start(&r.config).await;
     connected(&bearerd, 2).await;
+    // The status still knows when the last refresh was: the record's write.
+    let status = support::get(&format!("{}/connections/hotel", bearerd.admin), None)
+        .await
+        .unwrap()
+        .json();
+    let last = status["last_refresh_at"].as_str().unwrap_or_default();
+    assert_eq!(
+        humantime::parse_rfc3339(last).ok(),
+        Some(record.updated_at).map(|t| {
+            std::time::UNIX_EPOCH
+                + Duration::from_secs(t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
+        }),
+        "{status}"
+    );
     assert_eq!(get(&bearerd, "/b").await.status, StatusCode::OK);
     assert_eq!(r.tokens.refresh_requests(), 1);
     // The next refresh redeems the newest refresh token: strict mode would revoke on reuse.

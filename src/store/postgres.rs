@@ -352,7 +352,7 @@ async fn retry_init(store: Weak<PgStore>) {
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, retry_in = ?delay, "token store: PostgreSQL is still not usable");
+                tracing::warn!(%error, retry_in_s = delay.as_secs_f64(), "token store: PostgreSQL is still not usable");
             }
         }
         delay = (delay * 2).min(Duration::from_secs(30));

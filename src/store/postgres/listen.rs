@@ -39,7 +39,7 @@ pub(super) fn spawn(
             }
             tracing::warn!(
                 reason = %ended,
-                retry_in = ?delay,
+                retry_in_s = delay.as_secs_f64(),
                 "token store: not listening for changes; other replicas' refreshes are picked up by polling until it reconnects"
             );
             tokio::time::sleep(delay).await;

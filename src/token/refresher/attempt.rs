@@ -130,7 +130,7 @@ impl Refresher {
         tracing::info!(
             connection = %self.connection.name,
             generation,
-            expires_in = ?set.expires_in,
+            expires_in_s = set.expires_in.map(|d| d.as_secs()),
             "token refreshed"
         );
         let previous = self.connection.cell.load_full();
@@ -165,7 +165,7 @@ impl Refresher {
         tracing::warn!(
             connection = %self.connection.name,
             state = state.as_str(),
-            retry_in = ?retry_at.map(|at| at - Instant::now()),
+            retry_in_s = retry_at.map(|at| (at - Instant::now()).as_secs_f64()),
             error = %failure,
             "token refresh failed"
         );

@@ -82,6 +82,11 @@ impl Refresher {
             s.bearer = bearer;
             s.retry_at = None;
             s.last_error = None;
+            // A record with tokens was written by the refresh that got them (here, by another
+            // replica, or before a restart): that is the last refresh the status shows.
+            if token.is_some() {
+                s.last_refresh = s.last_refresh.max(Some(record.updated_at));
+            }
             s.state = match dead {
                 Some(dead) => {
                     s.last_error = Some("the provider rejected the stored grant; reconnect".into());
