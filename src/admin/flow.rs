@@ -62,7 +62,13 @@ impl Admin {
             Err((connection, error)) => {
                 let c = connection.as_deref().and_then(|n| self.find(n));
                 if let Some(c) = c {
-                    c.connection.command(Command::AuthorizingEnded).await;
+                    let (done, published) = oneshot::channel();
+                    if c.connection
+                        .command(Command::AuthorizingEnded { done })
+                        .await
+                    {
+                        let _ = published.await;
+                    }
                 }
                 let secret = c.and_then(|c| c.client_secret.as_ref());
                 let text = scrub(&error.to_string(), &secrets(&[secret]));

@@ -44,7 +44,9 @@ pub enum Command {
         done: oneshot::Sender<()>,
     },
     /// The connect flow ended without a code (denied, bad state): undo `Authorizing`.
-    AuthorizingEnded,
+    /// `done` is answered once the state is published, so the answer to the browser never
+    /// runs ahead of the state it describes.
+    AuthorizingEnded { done: oneshot::Sender<()> },
     /// Exchange an authorization code (connect callback); replies with the new generation.
     Exchange {
         code: SecretString,

@@ -30,7 +30,10 @@ impl Refresher {
                 }
                 let _ = done.send(());
             }
-            Command::AuthorizingEnded => self.end_authorizing(),
+            Command::AuthorizingEnded { done } => {
+                self.end_authorizing();
+                let _ = done.send(());
+            }
             Command::Exchange {
                 code,
                 verifier,
