@@ -80,10 +80,11 @@ use tokio::time::{Instant, Sleep};
 use super::Proxy;
 use super::problem::{ProblemContext, ProxyError};
 use crate::config::Limits;
+use crate::config::TenantRouting;
 use crate::metrics::Source;
 use crate::serve::stopped;
 use exchange::answer;
-use request::{BodyLimit, Parsed, Rewrite, UpstreamHead};
+use request::{BodyLimit, Parsed, Rewrite, TenantKey, UpstreamHead};
 
 pub use pool::Pool;
 
@@ -149,6 +150,11 @@ pub async fn serve(
     let rewrite = Rewrite {
         base_path: proxy.target.base_path(),
         host: host.as_bytes(),
+        tenant: match proxy.tenants.as_deref().map(|t| &t.routing) {
+            None => TenantKey::None,
+            Some(TenantRouting::Header(name)) => TenantKey::Header(name.as_str().as_bytes()),
+            Some(TenantRouting::Path) => TenantKey::Path,
+        },
     };
     loop {
         let mut head_due = None;
@@ -213,7 +219,8 @@ pub async fn serve(
             }
         }
         let body = &input[request.head_len..total];
-        let (keep, finished) = answer(app, proxy, pool, &mut scratch, body, &request).await;
+        let tenant = request.tenant.clone().map(|at| &input[at]);
+        let (keep, finished) = answer(app, proxy, pool, &mut scratch, body, tenant, &request).await;
         idle_until = finished + limits.client_idle_timeout;
         input.advance(total);
         if !keep || request.close || *shutdown.borrow() {
