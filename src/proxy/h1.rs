@@ -39,10 +39,15 @@
 //! **Refused by the fast path** (problem+json, then close): a `Connection` option naming
 //! `Content-Length`, `Transfer-Encoding` or `Host` (400; dropping one as hop-by-hop while
 //! still framing by it is the smuggling shape of issue 10; the hyper path refuses it the same
-//! way in [`Proxy::handle`]), a missing or repeated `Host` (400), a head over 64 KiB (431), a
+//! way in [`Proxy::handle`]), a missing or repeated `Host` (400), an app's tenant header
+//! given twice (400, as [`super::route`] refuses it on hyper's path), a head over 64 KiB (431), a
 //! body that stalls `client_body_timeout` (408). A head still incomplete at
 //! `client_header_timeout`, or no next request within `client_idle_timeout`, closes the
 //! connection without an answer.
+//!
+//! **Tenants** (an app, SPEC section 9): the tenant key is found while parsing (the
+//! header's value, forwarded as it is, or the first path segment, which the upstream's
+//! request line leaves out) and routed by [`super::route`], the same code hyper's path uses.
 //!
 //! **Answers** ([`response`]): `Connection` naming a framing field, disagreeing or malformed
 //! `Content-Length` values, a coding on an HTTP/1.0 answer, or a head that does not parse are
