@@ -76,10 +76,6 @@ pub fn tag(case: usize, k: usize) -> String {
     format!("<<c{case}a{k}>>")
 }
 
-pub fn case(rng: &mut Rng, index: usize) -> Case {
-    case_for(rng, index, false)
-}
-
 /// A case; with `tenants`, its requests also name a tenant in `X-Tenant` (or fail to:
 /// missing, unknown, twice, a list), for an app with `tenants = "header:X-Tenant"` whose
 /// one tenant is `t1`.
