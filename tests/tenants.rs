@@ -431,3 +431,106 @@ async fn another_process_routes_a_new_tenant_and_a_restart_keeps_them() {
     assert_eq!(user_of(&answer), "alice");
     assert_eq!(rig.tokens.refresh_requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_shows_apps_lists_tenants_and_acts_on_one() {
+    let rig = cloudbeds_app().await;
+    for (user, property) in [("u1", "1001"), ("u2", "1002")] {
+        assert_eq!(
+            install(&rig, user, &[property], "").await.status,
+            StatusCode::SEE_OTHER
+        );
+    }
+    let admin = rig.bearerd.admin.clone();
+    let cli = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bearerd"))
+            .args(&args)
+            .env_remove("BEARERD_ADMIN_TOKEN")
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let args = |list: &[&str]| -> Vec<String> {
+        list.iter()
+            .map(|s| s.to_string())
+            .chain(["--admin".to_owned(), admin.clone()])
+            .collect()
+    };
+    let (code, out, _) = cli(args(&["status"])).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("tenants: 2 connected"), "{out}");
+
+    let (code, out, err) = cli(args(&["disconnect", "hotel/1002"])).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("hotel/1002: disconnected"), "{out}");
+    let (code, out, _) = cli(args(&["status", "hotel"])).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("1001") && out.contains("1002"), "{out}");
+    let (_, out, _) = cli(args(&["status", "hotel", "--state", "disconnected"])).await;
+    assert!(out.contains("1002") && !out.contains("1001"), "{out}");
+    let (code, out, _) = cli(args(&["connect", "hotel"])).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("/connections/hotel/install"), "{out}");
+    let (code, out, _) = cli(args(&["connect", "hotel/1002"])).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("/connections/hotel/tenants/1002/connect"),
+        "{out}"
+    );
+    let (code, _, err) = cli(args(&["refresh", "hotel/../x"])).await;
+    assert_eq!(code, Some(2), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_tenant_grant_is_picked_up_by_the_running_daemon() {
+    use tokio::io::AsyncWriteExt;
+    let rig = cloudbeds_app().await;
+    let config = support::ac_config(
+        "hotel",
+        "cloudbeds",
+        &rig.tokens,
+        &rig.upstream.url(),
+        &rig.dir,
+        HEADER_APP,
+    );
+    let file = rig.dir.with_extension("toml");
+    std::fs::write(&file, config).unwrap();
+    let import = |name: &'static str, token: String| {
+        let file = file.clone();
+        async move {
+            let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bearerd"))
+                .args(["import", name, "--config"])
+                .arg(&file)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(token.as_bytes()).await.unwrap();
+            drop(stdin);
+            let out = child.wait_with_output().await.unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, err) = import("hotel", rig.tokens.seed_grant()).await;
+    assert_eq!(code, Some(2), "an app takes NAME/TENANT: {err}");
+    let (code, err) = import("hotel/3003", rig.tokens.seed_grant()).await;
+    assert_eq!(code, Some(0), "{err}");
+    // The daemon's watcher lists the app's records (every 2 s with the file store).
+    let answer = support::eventually(Duration::from_secs(10), "3003 routed", || async {
+        let answer = proxied(&rig, "/x", &[("x-property-id", "3003")]).await;
+        (answer.status == StatusCode::OK).then_some(answer)
+    })
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let _ = std::fs::remove_file(&file);
+}
