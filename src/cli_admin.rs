@@ -208,7 +208,12 @@ pub fn connect(admin: &str, name: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok((status, _)) if status == http::StatusCode::NOT_FOUND => {
-            eprintln!("bearerd: the daemon at {base} has no connection or tenant named {name}");
+            let what = if name.contains('/') {
+                "tenant"
+            } else {
+                "connection"
+            };
+            eprintln!("bearerd: the daemon at {base} has no {what} named {name}");
             ExitCode::from(1)
         }
         Ok((status, _)) => {
