@@ -149,7 +149,9 @@ pub struct Connection {
     wait_limit: Duration,
     pub metrics: ConnectionMetrics,
     /// Connect, disconnect and the like, for the refresher to carry out.
-    commands: mpsc::Sender<Command>,
+    /// Boxed: the channel's first block of slots is allocated up front, and a boxed
+    /// command keeps it small for thousands of tenants.
+    commands: mpsc::Sender<Box<Command>>,
 }
 
 impl Connection {
@@ -159,7 +161,7 @@ impl Connection {
         initial: TokenState,
         wait_limit: Duration,
         metrics: ConnectionMetrics,
-    ) -> (Arc<Self>, mpsc::Receiver<Command>) {
+    ) -> (Arc<Self>, mpsc::Receiver<Box<Command>>) {
         metrics.publish(&initial);
         let (commands, receiver) = mpsc::channel(16);
         let connection = Arc::new(Self {
@@ -180,7 +182,7 @@ impl Connection {
 
     /// Hands `command` to the refresher. False if the refresher is gone (shutting down).
     pub async fn command(&self, command: Command) -> bool {
-        self.commands.send(command).await.is_ok()
+        self.commands.send(Box::new(command)).await.is_ok()
     }
 
     /// A snapshot of the cell for status reporting, its `state` as reported now
