@@ -46,6 +46,8 @@ pub struct Admin {
     pub flows: ConnectFlows,
     /// App-state events being confirmed with the provider.
     pub confirmations: webhook::Confirmations,
+    /// Where flows are kept for the other replicas (a postgres store; others keep none).
+    pub shared_flows: Option<Arc<dyn crate::store::TokenStore>>,
 }
 
 pub struct AdminConnection {
@@ -121,7 +123,7 @@ impl Admin {
             }
             (&Method::GET, ["oauth", "callback"]) => self.callback(&parts.uri).await,
             (&Method::GET, ["connections", name, "install"]) => match self.find(name) {
-                Some(c) => self.install(c, parts.uri.query()),
+                Some(c) => self.install(c, parts.uri.query()).await,
                 None => not_found(),
             },
             (&Method::GET, ["connections", name, "tenants"]) => match self.find(name) {
@@ -158,7 +160,7 @@ impl Admin {
                         "a reconnect starts from the status page at admin.public_url",
                     );
                 }
-                self.connect_tenant(c, id)
+                self.connect_tenant(c, id).await
             }
             (
                 &Method::POST,

@@ -177,6 +177,7 @@ impl App {
             metrics,
             admin_connections,
             app.admin_addr,
+            store.clone(),
         ));
         let handler = move |request| {
             let admin = Arc::clone(&admin);

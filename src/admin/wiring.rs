@@ -18,6 +18,7 @@ impl Admin {
         metrics: Arc<Metrics>,
         connections: Vec<AdminConnection>,
         listen: SocketAddr,
+        store: Option<Arc<dyn crate::store::TokenStore>>,
     ) -> Admin {
         let public_origin = url::Url::parse(&config.admin.public_url)
             .map(|u| u.origin().ascii_serialization())
@@ -37,6 +38,7 @@ impl Admin {
             hosts,
             flows: ConnectFlows::default(),
             confirmations: Default::default(),
+            shared_flows: store,
         }
     }
 }
