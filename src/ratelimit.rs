@@ -20,7 +20,6 @@
 //! joined) would keep sending at the old rate for up to `max_wait`, over the budget, and one
 //! whose share grew (another left) would not use it until its queue drained.
 
-use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -42,25 +41,9 @@ pub struct Limiter {
     burst: u32,
     over: Over,
     max_wait: Duration,
-    state: Mutex<State>,
-    /// The plan's version ([`State::changes`]), for waiters to notice a re-plan.
+    plan: Mutex<Plan>,
+    /// The plan's version ([`Plan::changes`]), for waiters to notice a re-plan.
     replanned: watch::Sender<u64>,
-}
-
-struct State {
-    /// Requests per window for this process.
-    quota: u32,
-    /// The window the quota applies to (one second, longer when replicas outnumber `rps`).
-    window: Duration,
-    /// Slots handed out, in order: those of the last window and every one still ahead.
-    sent: VecDeque<Instant>,
-    /// The ticket of `sent[0]`; the slot of ticket `t` is `sent[t - first]`.
-    first: u64,
-    /// Theoretical arrival time of the generic-cell-rate check that enforces `burst`.
-    tat: Option<Instant>,
-    paused_until: Option<Instant>,
-    /// Counts re-plans (a pause, a new share), so a waiter can tell its slot may have moved.
-    changes: u64,
 }
 
 /// What [`Limiter::admit`] decided.
@@ -91,49 +74,41 @@ impl Limiter {
             burst: config.burst.max(1),
             over: config.over,
             max_wait: config.max_wait,
-            state: Mutex::new(State {
-                quota: config.rps.max(1),
-                window: WINDOW,
-                sent: VecDeque::with_capacity(config.rps.max(1) as usize),
-                first: 0,
-                tat: None,
-                paused_until: None,
-                changes: 0,
-            }),
+            plan: Mutex::new(Plan::new(config.rps.max(1), WINDOW)),
             replanned: watch::channel(0).0,
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    fn plan(&self) -> MutexGuard<'_, Plan> {
         // Every update below is complete before anything that could panic.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.plan.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// This process's part of `rps` when `live` replicas share it and this one is the
-    /// `index`-th (0-based, in an order every replica agrees on).
-    /// Requests already waiting are re-planned under the new share at once.
+    /// `index`-th (0-based, in an order every replica agrees on). Requests already waiting
+    /// are re-planned under the new share at once.
     pub fn set_share(&self, rps: u32, index: usize, live: usize) {
         let (quota, window) = share(rps, index, live);
-        let mut state = self.state();
-        if (state.quota, state.window) == (quota, window) {
+        let mut plan = self.plan();
+        if (plan.quota, plan.window) == (quota, window) {
             return;
         }
-        state.quota = quota;
-        state.window = window;
-        self.replan(state, Instant::now());
+        plan.quota = quota;
+        plan.window = window;
+        self.replan(plan, Instant::now());
     }
 
     /// This process's quota and window now.
     pub fn share(&self) -> (u32, Duration) {
-        let state = self.state();
-        (state.quota, state.window)
+        let plan = self.plan();
+        (plan.quota, plan.window)
     }
 
     /// Decides the slot of a request arriving at `now` that may wait at most `budget`.
     pub fn admit(&self, now: Instant, budget: Duration) -> Admission {
-        let mut state = self.state();
-        state.forget_before(now);
-        let slot = state.next_slot(now, self.burst);
+        let mut plan = self.plan();
+        plan.settle(now);
+        let slot = plan.next_slot(now, self.burst);
         let wait = slot.saturating_duration_since(now);
         let refuse = match self.over {
             Over::Reject => !wait.is_zero(),
@@ -144,51 +119,36 @@ impl Limiter {
                 retry_after: wait.max(Duration::from_millis(1)),
             };
         }
-        let ticket = state.take(slot);
-        if wait.is_zero() {
-            Admission::Now
-        } else {
-            Admission::Wait {
+        match plan.take(slot, now) {
+            None => Admission::Now,
+            Some(ticket) => Admission::Wait {
                 at: slot,
                 ticket,
-                changes: state.changes,
-            }
+                changes: plan.changes,
+            },
         }
     }
 
-    /// The slot of `ticket` now, and the plan's version; `None` once it is long past.
+    /// The slot of a waiting `ticket` (`None` once it has come) and the plan's version.
     fn slot_of(&self, ticket: u64) -> (Option<Instant>, u64) {
-        let state = self.state();
-        let slot = ticket
-            .checked_sub(state.first)
-            .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| state.sent.get(i).copied());
-        (slot, state.changes)
+        let plan = self.plan();
+        (plan.slot_of(ticket), plan.changes)
     }
 
-    /// Moves every slot still ahead of `now` to where the current share and pause put it,
-    /// keeping their order, then wakes the waiters.
-    fn replan(&self, mut state: MutexGuard<'_, State>, now: Instant) {
-        state.forget_before(now);
-        let kept = state
-            .sent
-            .iter()
-            .position(|&slot| slot > now)
-            .unwrap_or(state.sent.len());
-        let moved = state.sent.len() - kept;
-        state.sent.truncate(kept);
-        // The burst check starts over from the last slot kept: the window bound above
-        // already holds the past to the new share.
-        let interval = state.interval();
-        state.tat = state.sent.back().map(|&last| last + interval);
-        for _ in 0..moved {
-            let slot = state.next_slot(now, self.burst);
-            state.sent.push_back(slot);
-            state.tat = Some(state.tat.map_or(slot, |tat| tat.max(slot)) + interval);
+    /// A waiter gave up (refused after a re-plan, or its request went away): its slot goes
+    /// to the requests behind it.
+    fn leave(&self, ticket: u64) {
+        let mut plan = self.plan();
+        if plan.remove(ticket) {
+            self.replan(plan, Instant::now());
         }
-        state.changes += 1;
-        let changes = state.changes;
-        drop(state);
+    }
+
+    /// Re-plans the waiting requests and wakes them to take their new slots.
+    fn replan(&self, mut plan: MutexGuard<'_, Plan>, now: Instant) {
+        plan.replan(now, self.burst);
+        let changes = plan.changes;
+        drop(plan);
         self.replanned.send_replace(changes);
     }
 
@@ -196,14 +156,15 @@ impl Limiter {
     /// Requests already waiting keep their order, after the pause.
     pub fn pause(&self, now: Instant, retry_after: Duration) {
         let until = now + retry_after.min(MAX_PAUSE);
-        let mut state = self.state();
-        state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
-        self.replan(state, now);
+        let mut plan = self.plan();
+        plan.paused_until = Some(plan.paused_until.map_or(until, |u| u.max(until)));
+        self.replan(plan, now);
     }
 
     /// Waits for this request's turn: `Ok(waited)` once it may go, `Err` when the wait would
-    /// pass `max_wait` (or at once with `over = "reject"`). A waiter whose slot a re-plan
-    /// moves past `max_wait` is refused then; its slot stays taken until it passes.
+    /// pass `max_wait` (or at once with `over = "reject"`). A waiter that a re-plan moves past
+    /// `max_wait` is refused then, and one whose request goes away leaves the queue: their
+    /// slots go to the requests behind them.
     pub async fn acquire(&self) -> Result<Duration, Rejected> {
         let start = Instant::now();
         let (mut at, ticket, mut seen) = match self.admit(start, self.max_wait) {
@@ -215,6 +176,10 @@ impl Limiter {
                 changes,
             } => (at, ticket, changes),
         };
+        let mut waiting = Waiting {
+            limiter: self,
+            ticket: Some(ticket),
+        };
         let mut replans = self.replanned.subscribe();
         loop {
             // A re-plan between the admission and the subscription is caught here.
@@ -223,11 +188,15 @@ impl Limiter {
                 seen = changes;
                 match slot {
                     Some(slot) => at = slot,
-                    None => return Ok(start.elapsed()),
+                    None => {
+                        waiting.ticket = None;
+                        return Ok(start.elapsed());
+                    }
                 }
             }
             let now = Instant::now();
             if at <= now {
+                waiting.ticket = None;
                 return Ok(now - start);
             }
             if at - start > self.max_wait {
@@ -243,52 +212,18 @@ impl Limiter {
     }
 }
 
-impl State {
-    /// Drops the slots that no longer bound anything: older than a window before `now`.
-    fn forget_before(&mut self, now: Instant) {
-        let window = self.window + WINDOW_SLACK;
-        while self.sent.front().is_some_and(|&t| t + window <= now) {
-            self.sent.pop_front();
-            self.first += 1;
-        }
-    }
+/// A request in the queue; dropped before its turn (refused, or its future dropped because
+/// the app went away), it leaves the queue.
+struct Waiting<'a> {
+    limiter: &'a Limiter,
+    ticket: Option<u64>,
+}
 
-    fn interval(&self) -> Duration {
-        self.window / self.quota.max(1)
-    }
-
-    /// The first slot at or after `arrival` that keeps every window within the quota, after
-    /// every slot handed out (first come, first served), after a pause, and within `burst`.
-    fn next_slot(&self, arrival: Instant, burst: u32) -> Instant {
-        let window = self.window + WINDOW_SLACK;
-        let quota = self.quota as usize;
-        let mut slot = arrival;
-        if let Some(until) = self.paused_until {
-            slot = slot.max(until);
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.limiter.leave(ticket);
         }
-        if let Some(&last) = self.sent.back() {
-            slot = slot.max(last);
-        }
-        if self.sent.len() >= quota
-            && let Some(&oldest) = self.sent.get(self.sent.len() - quota)
-        {
-            slot = slot.max(oldest + window);
-        }
-        if let Some(tat) = self.tat {
-            let tolerance = self.interval() * (burst.min(self.quota) - 1);
-            if let Some(earliest) = tat.checked_sub(tolerance) {
-                slot = slot.max(earliest);
-            }
-        }
-        slot
-    }
-
-    /// Hands out `slot` (from [`State::next_slot`]); returns its ticket.
-    fn take(&mut self, slot: Instant) -> u64 {
-        let interval = self.interval();
-        self.tat = Some(self.tat.map_or(slot, |tat| tat.max(slot)) + interval);
-        self.sent.push_back(slot);
-        self.first + self.sent.len() as u64 - 1
     }
 }
 
@@ -323,7 +258,10 @@ pub fn share(rps: u32, index: usize, live: usize) -> (u32, Duration) {
     }
 }
 
+mod plan;
 pub mod replicas;
+
+use plan::Plan;
 
 #[cfg(test)]
 mod tests;

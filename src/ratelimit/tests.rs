@@ -379,3 +379,75 @@ async fn waiters_keep_their_order_through_a_pause() {
     let times: Vec<Instant> = order.iter().map(|(_, t)| *t).collect();
     assert!(most_in_any_window(&times, WINDOW) <= 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_goes_away_gives_its_slot_to_the_next() {
+    let limiter = std::sync::Arc::new(Limiter::new(&config(
+        1,
+        1,
+        Over::Wait,
+        Duration::from_secs(10),
+    )));
+    let start = Instant::now();
+    assert_eq!(limiter.acquire().await, Ok(Duration::ZERO));
+    let spawn = || {
+        let limiter = std::sync::Arc::clone(&limiter);
+        tokio::spawn(async move { limiter.acquire().await.map(|_| Instant::now()) })
+    };
+    let gone = spawn();
+    tokio::task::yield_now().await;
+    let next = spawn();
+    tokio::task::yield_now().await;
+    // The app behind the first waiter hangs up: the second takes its slot, a window on.
+    gone.abort();
+    let _ = gone.await;
+    let went = next.await.unwrap().unwrap();
+    assert!(
+        went - start < Duration::from_millis(1100),
+        "{:?}",
+        went - start
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_a_pause_pushes_past_max_wait_leave_and_the_rest_go_after_it() {
+    let limiter = std::sync::Arc::new(Limiter::new(&config(
+        2,
+        2,
+        Over::Wait,
+        Duration::from_secs(3),
+    )));
+    let start = Instant::now();
+    for _ in 0..2 {
+        assert_eq!(limiter.acquire().await, Ok(Duration::ZERO));
+    }
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let limiter = std::sync::Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.acquire().await.map(|_| Instant::now()) })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    // Retry-After: 2 moves the four to 2 s and 3.01 s: the last two would pass max_wait.
+    limiter.pause(start, Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // Their slots are free again: a new request is planned right behind the first two, in
+    // the window after the pause's (3.01 s), not behind two abandoned slots (4.02 s).
+    let now = Instant::now();
+    let Admission::Wait { at, .. } = limiter.admit(now, Duration::from_secs(5)) else {
+        panic!("paused");
+    };
+    assert!(at - start < Duration::from_millis(3100), "{:?}", at - start);
+    let mut went = 0;
+    let mut refused = 0;
+    for waiter in waiters {
+        match waiter.await.unwrap() {
+            Ok(t) => {
+                assert!(t >= start + Duration::from_secs(2), "{:?}", t - start);
+                went += 1;
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((went, refused), (2, 2));
+}
