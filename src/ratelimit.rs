@@ -8,7 +8,7 @@
 //! generic-cell-rate check on top spaces the requests when `burst` is smaller. A slot is
 //! reserved when it is handed out, so callers go in the order they asked, and one short,
 //! uncontended critical section is all a request under the limit pays (no await, no
-//! allocation: `benches/hot_path.rs` measures it).
+//! allocation: `benches/ratelimit.rs` measures it).
 //!
 //! Replicas sharing a postgres store split the budget ([`Limiter::set_share`]): each takes an
 //! integer part of `rps` per window, so the sum over replicas stays within `rps` in every
