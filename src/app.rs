@@ -19,6 +19,7 @@ use crate::ratelimit::Limiter;
 use crate::ratelimit::replicas::{Budget, keep_shares, replica_id};
 use crate::serve::{Drain, Gate, Workers, serve, serve_proxy};
 use crate::store::{self, Reach, StoreError, TokenStore};
+use crate::tenants::{Blueprint, Tenants};
 use crate::token::oauth::TokenEndpoint;
 use crate::token::refresher::{Grant, Refresher};
 use crate::token::{ConnState, Connection, TokenState};
@@ -52,6 +53,7 @@ pub struct App {
     pub admin_addr: SocketAddr,
     proxies: Vec<(String, SocketAddr)>,
     connections: Vec<Arc<Connection>>,
+    apps: Vec<Arc<Tenants>>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<Drain>>,
     refreshers: Vec<JoinHandle<()>>,
@@ -74,6 +76,7 @@ impl App {
             admin_addr: config.admin.listen,
             proxies: Vec::new(),
             connections: Vec::new(),
+            apps: Vec::new(),
             shutdown,
             servers: Vec::new(),
             refreshers: Vec::new(),
@@ -122,7 +125,18 @@ impl App {
             admin_connections.push(AdminConnection::new(c, &proxy, addr));
             app.connections.push(Arc::clone(&proxy.connection));
             app.proxies.push((c.name.clone(), addr));
-            app.refreshers.push(tokio::spawn(refresher.run()));
+            match (refresher, &proxy.tenants, &store) {
+                (Some(refresher), _, _) => app.refreshers.push(tokio::spawn(refresher.run())),
+                (None, Some(tenants), Some(store)) => {
+                    app.apps.push(Arc::clone(tenants));
+                    app.refreshers.push(tokio::spawn(crate::tenants::watch::run(
+                        Arc::clone(tenants),
+                        Arc::clone(store),
+                        shutdown_rx.clone(),
+                    )));
+                }
+                (None, _, _) => {}
+            }
             if let (Some(limiter), Some(limit)) = (&proxy.limiter, &c.rate_limit) {
                 budgets.push(Budget {
                     rps: limit.rps,
@@ -182,7 +196,7 @@ impl App {
                 notify,
                 store,
                 &config.admin.public_url,
-                &app.connections,
+                (&app.connections, &app.apps),
                 &shutdown_rx,
             )?);
         }
@@ -202,6 +216,11 @@ impl App {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, addr)| *addr)
+    }
+
+    /// An app's tenants (for tests, benchmarks and embedding).
+    pub fn tenants(&self, name: &str) -> Option<Arc<Tenants>> {
+        self.apps.iter().find(|t| t.app == name).cloned()
     }
 
     /// A connection's shared token cell (for tests and embedding).
@@ -278,7 +297,7 @@ fn start_notifications(
     notify: &crate::config::NotifyConfig,
     store: &Arc<dyn TokenStore>,
     public_url: &str,
-    connections: &[Arc<Connection>],
+    (connections, apps): (&[Arc<Connection>], &[Arc<Tenants>]),
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, AppError> {
     use crate::notify::{self, deliver};
@@ -294,8 +313,10 @@ fn start_notifications(
         public_url: public_url.to_owned(),
         stored: Arc::new(tokio::sync::Notify::new()),
     };
+    // An app's own cell has no grant: its tenants are watched instead.
     let mut tasks: Vec<_> = connections
         .iter()
+        .filter(|c| !apps.iter().any(|a| a.app == c.name))
         .map(|c| {
             tokio::spawn(notify::watch_connection(
                 Arc::clone(c),
@@ -304,6 +325,13 @@ fn start_notifications(
             ))
         })
         .collect();
+    tasks.extend(apps.iter().map(|tenants| {
+        tokio::spawn(notify::watch_app(
+            Arc::clone(tenants),
+            context.clone(),
+            shutdown.clone(),
+        ))
+    }));
     let receiver = deliver::Receiver {
         url: notify.url.clone(),
         key: key.into(),
@@ -373,7 +401,7 @@ fn build_connection(
     client: upstream::HttpClient,
     problem: Option<String>,
     shared: Shared<'_>,
-) -> Result<(Proxy, Refresher), AppError> {
+) -> Result<(Proxy, Option<Refresher>), AppError> {
     let Shared {
         public_url,
         metrics,
@@ -388,14 +416,14 @@ fn build_connection(
     let connect_url = format!("{public_url}/connections/{}/connect", c.name);
     let (initial, endpoint, grant) = match (problem, &c.credentials, &c.token_url) {
         (None, Ok(credentials), Some(token_url)) => {
-            let endpoint = TokenEndpoint::new(
+            let endpoint = Arc::new(TokenEndpoint::new(
                 token_url.clone(),
                 credentials.clone(),
                 c.client_auth,
                 &c.scopes,
                 client.clone(),
                 c.token_timeout,
-            );
+            ));
             let grant = match c.grant {
                 GrantKind::ClientCredentials => Grant::ClientCredentials,
                 // Until the refresher has read the store, requests wait for it.
@@ -413,16 +441,46 @@ fn build_connection(
             Grant::None,
         ),
     };
+    let store = match c.grant {
+        GrantKind::AuthorizationCode => store,
+        GrantKind::ClientCredentials => None,
+    };
+    if let Some(settings) = &c.tenants {
+        // An app: its own cell only says whether it can serve; each tenant has a grant.
+        let app_metrics = metrics.app(&c.name);
+        let initial = match &endpoint {
+            Some(_) => TokenState::initial(ConnState::Connected, None),
+            None => initial,
+        };
+        let (connection, _no_commands) =
+            Connection::new(c.name.clone(), initial, c.token_wait, app_metrics.clone());
+        let blueprint = Blueprint {
+            endpoint,
+            revocation: c.revocation.clone(),
+            store,
+            skew: c.refresh_skew,
+            lock_wait: c.timeout,
+            token_wait: c.token_wait,
+            metrics: app_metrics,
+            shutdown,
+        };
+        let tenants = Tenants::new(
+            c,
+            settings.routing.clone(),
+            format!("{public_url}/connections/{}", c.name),
+            blueprint,
+            client.clone(),
+            settings.token_concurrency,
+        );
+        let proxy = proxy(c, connection, client, target, connect_url, Some(tenants));
+        return Ok((proxy, None));
+    }
     let (connection, commands) = Connection::new(
         c.name.clone(),
         initial,
         c.token_wait,
         metrics.connection(&c.name),
     );
-    let store = match c.grant {
-        GrantKind::AuthorizationCode => store,
-        GrantKind::ClientCredentials => None,
-    };
     let refresher = Refresher::new(
         Arc::clone(&connection),
         commands,
@@ -434,8 +492,21 @@ fn build_connection(
         c.timeout,
         shutdown,
     );
-    let proxy = Proxy {
+    let proxy = proxy(c, connection, client, target, connect_url, None);
+    Ok((proxy, Some(refresher)))
+}
+
+fn proxy(
+    c: &ConnectionConfig,
+    connection: Arc<Connection>,
+    client: upstream::HttpClient,
+    target: Target,
+    connect_url: String,
+    tenants: Option<Arc<Tenants>>,
+) -> Proxy {
+    Proxy {
         connection,
+        tenants,
         client,
         target,
         replay_body_limit: c.replay_body_limit,
@@ -447,6 +518,5 @@ fn build_connection(
         // The caller sets `[limits]`, which are not per connection.
         limits: Default::default(),
         limiter: c.rate_limit.as_ref().map(|r| Arc::new(Limiter::new(r))),
-    };
-    Ok((proxy, refresher))
+    }
 }

@@ -9,6 +9,7 @@
 mod preset;
 mod raw;
 mod secret;
+pub mod tenants;
 mod units;
 mod validate;
 
@@ -21,6 +22,7 @@ use ipnet::IpNet;
 use url::Url;
 
 pub use secret::SecretSource;
+pub use tenants::{TenantRouting, TenantsConfig};
 pub use units::{parse_duration, parse_size};
 
 use crate::secret::SecretString;
@@ -217,6 +219,8 @@ pub struct ConnectionConfig {
     pub rate_limit: Option<RateLimitConfig>,
     pub probe: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// `Some`: the connection is an app of many tenants (SPEC section 9).
+    pub tenants: Option<tenants::TenantsConfig>,
 }
 
 /// `rate_limit = { rps, burst, per, over, max_wait }`.

@@ -90,6 +90,9 @@ pub struct Record {
     /// The connection state when written (`connected`, `needs_authorization`, ...).
     pub state: String,
     pub updated_at: SystemTime,
+    /// A tenant's record (`NAME/TENANT`): the tenant ids its grant serves (a Cloudbeds group
+    /// grant covers several properties). Empty: just the tenant's own id.
+    pub covers: Vec<String>,
 }
 
 /// Held while a refresh runs; dropping it releases the lock.
@@ -138,6 +141,10 @@ pub trait TokenStore: Send + Sync {
     /// is settled (`settled_at`: delivered or given up).
     fn outbox_update<'a>(&'a self, entry: &'a OutboxEntry)
     -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The tenant ids of app `app` that have a record (`app/ID`), in no set order, each
+    /// with a stamp that changes whenever its record is written.
+    fn tenants<'a>(&'a self, app: &'a str)
+    -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>>;
     /// Withdraws this replica at a clean stop, so the others take its share at once.
     fn leave<'a>(&'a self, replica: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let _ = replica;
@@ -160,6 +167,8 @@ pub struct RecordJson {
     pub state: String,
     /// Unix seconds.
     pub updated_at: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covers: Vec<String>,
 }
 
 impl Record {
@@ -174,6 +183,7 @@ impl Record {
             scope: self.scope.clone(),
             state: self.state.clone(),
             updated_at: crate::metrics::unix_seconds(self.updated_at),
+            covers: self.covers.clone(),
         }
     }
 
@@ -223,6 +233,7 @@ impl Record {
             scope: json.scope,
             state: json.state,
             updated_at: at(json.updated_at),
+            covers: json.covers,
         })
     }
 }
@@ -369,6 +380,7 @@ pub async fn import(
         scope: None,
         state: "connected".to_owned(),
         updated_at: SystemTime::now(),
+        covers: Vec::new(),
     };
     store.save(&record).await?;
     Ok(generation)

@@ -35,6 +35,9 @@ pub struct TokenSet {
     pub refresh_token: Option<SecretString>,
     pub expires_in: Option<Duration>,
     pub scope: Option<String>,
+    /// What the response says about the grant, without its tokens
+    /// ([`crate::tenants::ids::grant_facts`]): how the install flow learns a tenant's ids.
+    pub facts: Option<Box<serde_json::Value>>,
 }
 
 /// A token ready for a request: the `Authorization` value (marked sensitive) and the
@@ -138,12 +141,17 @@ pub struct Connection {
     /// An operator asked for a refresh whatever the current token.
     forced: AtomicBool,
     wake: Notify,
+    /// The store may hold a newer record (a tenant's registry says so; see
+    /// [`refresher::TenantLink`]).
+    stored: Notify,
     changed: watch::Sender<u64>,
     /// Longest a request waits for a refresh before it gets 503.
     wait_limit: Duration,
     pub metrics: ConnectionMetrics,
     /// Connect, disconnect and the like, for the refresher to carry out.
-    commands: mpsc::Sender<Command>,
+    /// Boxed: the channel's first block of slots is allocated up front, and a boxed
+    /// command keeps it small for thousands of tenants.
+    commands: mpsc::Sender<Box<Command>>,
 }
 
 impl Connection {
@@ -153,7 +161,7 @@ impl Connection {
         initial: TokenState,
         wait_limit: Duration,
         metrics: ConnectionMetrics,
-    ) -> (Arc<Self>, mpsc::Receiver<Command>) {
+    ) -> (Arc<Self>, mpsc::Receiver<Box<Command>>) {
         metrics.publish(&initial);
         let (commands, receiver) = mpsc::channel(16);
         let connection = Arc::new(Self {
@@ -163,6 +171,7 @@ impl Connection {
             unauthorized: AtomicBool::new(false),
             forced: AtomicBool::new(false),
             wake: Notify::new(),
+            stored: Notify::new(),
             changed: watch::channel(0).0,
             wait_limit,
             metrics,
@@ -173,7 +182,7 @@ impl Connection {
 
     /// Hands `command` to the refresher. False if the refresher is gone (shutting down).
     pub async fn command(&self, command: Command) -> bool {
-        self.commands.send(command).await.is_ok()
+        self.commands.send(Box::new(command)).await.is_ok()
     }
 
     /// A snapshot of the cell for status reporting, its `state` as reported now
@@ -265,6 +274,11 @@ impl Connection {
         }
         self.wanted.fetch_max(failed + 1, Ordering::AcqRel);
         self.wake.notify_one();
+    }
+
+    /// Tells the refresher to re-read the store (a tenant's record changed).
+    pub fn stored_changed(&self) {
+        self.stored.notify_one();
     }
 
     /// The generation in the cell now.

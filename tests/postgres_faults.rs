@@ -162,6 +162,7 @@ fn record(generation: u64, refresh_token: &str) -> Record {
         scope: None,
         state: "connected".into(),
         updated_at: SystemTime::now(),
+        covers: Vec::new(),
     }
 }
 

@@ -197,6 +197,7 @@ fn record(generation: u64) -> Record {
         scope: None,
         state: "connected".into(),
         updated_at: SystemTime::now(),
+        covers: Vec::new(),
     }
 }
 

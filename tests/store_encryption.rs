@@ -35,6 +35,7 @@ fn record(generation: u64) -> Record {
         scope: Some("read".into()),
         state: "connected".into(),
         updated_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000),
+        covers: Vec::new(),
     }
 }
 

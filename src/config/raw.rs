@@ -91,4 +91,10 @@ pub struct RawConnection {
     pub rate_limit: Option<toml::Value>,
     pub probe: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// `"header:NAME"` or `"path"`: the connection is an app with many tenants (SPEC 9).
+    pub tenants: Option<String>,
+    /// oauth2 apps: a JSON pointer into the token response (or its id_token's claims).
+    pub tenant_claim: Option<String>,
+    /// Token requests in flight at once for one app's tenants.
+    pub token_concurrency: Option<u32>,
 }

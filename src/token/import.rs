@@ -82,6 +82,7 @@ pub async fn import(
         scope: set.scope,
         state: ConnState::Connected.as_str().to_owned(),
         updated_at: wall,
+        covers: Vec::new(),
     };
     save(store, &record).await?;
     Ok(record.generation)

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::oauth::TokenEndpoint;
 use super::schedule::Backoff;
 use super::state::ConnState;
-use super::{Connection, TokenState};
+use super::{Connection, TokenSet, TokenState};
 use crate::config::Revocation;
 use crate::metrics::Trigger;
 use crate::secret::SecretString;
@@ -54,6 +54,18 @@ pub enum Command {
         redirect_uri: String,
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// A tenant's new grant from the install flow (its tokens already redeemed), serving
+    /// `covers`; replies with the new generation.
+    Install {
+        set: Box<TokenSet>,
+        covers: Vec<String>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// A group grant stops serving one tenant id; replies false if that was its last.
+    Uncover {
+        id: String,
+        reply: oneshot::Sender<bool>,
+    },
     /// Delete the tokens (telling the provider first if `notify_provider`).
     Disconnect {
         notify_provider: bool,
@@ -72,13 +84,13 @@ pub struct DisconnectReport {
 
 pub struct Refresher {
     connection: Arc<Connection>,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<Box<Command>>,
     /// How to tell the provider about a disconnect.
     revocation: Revocation,
     /// While a connect flow is under way: when to give up on it, and the state to go back to.
     authorizing: Option<(Instant, ConnState)>,
     /// `None` when the credentials could not be read: the connection stays misconfigured.
-    endpoint: Option<TokenEndpoint>,
+    endpoint: Option<Arc<TokenEndpoint>>,
     grant: Grant,
     /// Where refresh-token grants persist; `None` for client_credentials.
     store: Option<Arc<dyn TokenStore>>,
@@ -92,8 +104,23 @@ pub struct Refresher {
     /// A token request for the current grant got no answer since its last success: a
     /// rejection now may mean the provider rotated the grant while its answer was lost.
     answer_lost: bool,
+    /// A tenant's record: the ids its grant serves (empty: its own id).
+    covers: Vec<String>,
+    /// Set for a tenant of an app.
+    tenant: Option<Arc<TenantLink>>,
     shutdown: watch::Receiver<bool>,
 }
+
+/// What an app shares with each of its tenants' refreshers (SPEC section 9).
+pub struct TenantLink {
+    /// Token requests in flight at once for the app (`token_concurrency`).
+    pub permits: tokio::sync::Semaphore,
+    /// Told the tenant record's name and the ids its grant serves whenever they change.
+    pub on_covers: CoversHook,
+}
+
+/// See [`TenantLink::on_covers`].
+pub type CoversHook = Box<dyn Fn(&str, &[String]) + Send + Sync>;
 
 /// Persisted `state` values that mean "do not redeem until the grant changes".
 const DEAD_STATES: [ConnState; 2] = [ConnState::NeedsAuthorization, ConnState::Disconnected];
@@ -102,9 +129,9 @@ impl Refresher {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         connection: Arc<Connection>,
-        commands: mpsc::Receiver<Command>,
+        commands: mpsc::Receiver<Box<Command>>,
         revocation: Revocation,
-        endpoint: Option<TokenEndpoint>,
+        endpoint: Option<Arc<TokenEndpoint>>,
         grant: Grant,
         store: Option<Arc<dyn TokenStore>>,
         skew: Option<Duration>,
@@ -125,7 +152,29 @@ impl Refresher {
             next_refresh: None,
             retry_trigger: None,
             answer_lost: false,
+            covers: Vec::new(),
+            tenant: None,
             shutdown,
+        }
+    }
+
+    /// Makes this the refresher of a tenant: the app's registry tells it when the store
+    /// changed (it neither polls nor listens itself), and token requests take one of the
+    /// app's permits.
+    pub fn for_tenant(mut self, link: Arc<TenantLink>, covers: Vec<String>) -> Self {
+        self.tenant = Some(link);
+        self.covers = covers;
+        self
+    }
+
+    /// Records the ids the grant serves and tells the app's registry if they changed.
+    fn set_covers(&mut self, covers: Vec<String>) {
+        if covers == self.covers {
+            return;
+        }
+        self.covers = covers;
+        if let Some(link) = &self.tenant {
+            (link.on_covers)(&self.connection.name, &self.covers);
         }
     }
 
@@ -139,12 +188,30 @@ impl Refresher {
     }
 
     async fn run_loop(mut self) {
-        self.startup().await;
-        let poll_every = self.store.as_ref().map(|s| s.poll_interval());
-        let mut poll = tokio::time::interval(poll_every.unwrap_or(Duration::from_secs(3600)));
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        poll.tick().await;
-        let mut changes = self.store.as_ref().and_then(|s| s.changes());
+        // The work of each branch is boxed: it is allocated only while it runs, so an
+        // idle refresher (one per tenant, thousands of them) stays small.
+        Box::pin(self.startup()).await;
+        // A tenant's registry watches the store for all of its tenants.
+        let own_watch = self.tenant.is_none();
+        let poll_every = self
+            .store
+            .as_ref()
+            .filter(|_| own_watch)
+            .map(|s| s.poll_interval());
+        let mut poll = match poll_every {
+            Some(every) => {
+                let mut poll = tokio::time::interval(every);
+                poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                poll.tick().await;
+                Some(poll)
+            }
+            None => None,
+        };
+        let mut changes = self
+            .store
+            .as_ref()
+            .filter(|_| own_watch)
+            .and_then(|s| s.changes());
         let mut shutdown = self.shutdown.clone();
         loop {
             let wake_at = self.wake_at();
@@ -156,17 +223,21 @@ impl Refresher {
                         continue;
                     }
                     let trigger = self.retry_trigger.take().unwrap_or(Trigger::Scheduled);
-                    self.refresh(trigger).await;
+                    Box::pin(self.refresh(trigger)).await;
                 }
-                Some(command) = self.commands.recv() => self.on_command(command).await,
-                _ = self.connection.wake.notified() => self.on_wake().await,
-                _ = poll.tick(), if poll_every.is_some() => {
-                    let loaded = self.adopt_if_newer().await;
+                Some(command) = self.commands.recv() => Box::pin(self.on_command(*command)).await,
+                _ = self.connection.wake.notified() => Box::pin(self.on_wake()).await,
+                _ = self.connection.stored.notified() => {
+                    let loaded = Box::pin(self.adopt_if_newer()).await;
+                    self.settle_if_unconnected(loaded);
+                }
+                _ = next_tick(&mut poll) => {
+                    let loaded = Box::pin(self.adopt_if_newer()).await;
                     self.settle_if_unconnected(loaded);
                 }
                 changed = next_change(&mut changes) => {
                     if changed.is_none_or(|name| name == self.connection.name) {
-                        self.adopt_if_newer().await;
+                        Box::pin(self.adopt_if_newer()).await;
                     }
                 }
             }
@@ -312,6 +383,16 @@ async fn report_expiry(connection: Arc<Connection>) {
             () = sleep_until(expiry) => connection.metrics.publish(&connection.cell.load()),
             changed = changes.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// The next tick of `poll`; pends forever without one.
+async fn next_tick(poll: &mut Option<tokio::time::Interval>) {
+    match poll {
+        Some(poll) => {
+            poll.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -81,6 +81,9 @@ struct State {
     code_exchanges: usize,
     /// Overrides the issuer in the discovery documents.
     discovery_issuer: Option<String>,
+    /// Cloudbeds mode: the property ids each user's grants cover (`resources[]`); a user
+    /// not listed gets property `1`.
+    properties: HashMap<String, Vec<String>>,
 }
 
 struct RefreshToken {

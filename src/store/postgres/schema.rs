@@ -56,6 +56,12 @@ const MIGRATIONS: &[(i32, &str)] = &[
     COMMENT ON TABLE bearerd_outbox IS
         'bearerd notifications waiting for delivery (no tokens in them)';",
     ),
+    (
+        4,
+        "ALTER TABLE bearerd_tokens ADD COLUMN covers text;
+    COMMENT ON COLUMN bearerd_tokens.covers IS
+        'a tenant''s record (app/tenant): the tenant ids its grant serves, comma-separated';",
+    ),
 ];
 
 /// Brings the schema to the newest version this build knows. Returns that version.

@@ -48,6 +48,7 @@ impl Refresher {
     /// Swaps in a stored record. True if it carries no usable access token (so a refresh
     /// should follow).
     pub(super) fn adopt(&mut self, record: Record) -> bool {
+        self.set_covers(record.covers.clone());
         if let Some(refresh_token) = record.refresh_token
             && !matches!(self.grant, Grant::ClientCredentials)
         {
