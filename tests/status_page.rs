@@ -323,3 +323,45 @@ async fn read(w: &World, b: &browser::Browser) -> Result<Value, support::BoxErro
     b.wait_css("#summary").await?;
     Ok(b.client.execute(READ_PAGE, vec![]).await?)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_row_counts_its_tenants_and_links_their_table() {
+    use support::connect_rig::{Options, admin_get, callback_path, rig_with};
+    let rig = rig_with(Options {
+        provider: "cloudbeds",
+        cloudbeds: true,
+        no_revoke_url: true,
+        extra: "tenants = \"header:X-Property-ID\"",
+        ..Options::default()
+    })
+    .await;
+    rig.tokens.add_user("front-office", "pw");
+    rig.tokens.set_properties("front-office", &["1001"]);
+    let start = admin_get(&rig, "/connections/hotel/install").await;
+    assert_eq!(start.status, StatusCode::FOUND, "{}", start.text());
+    let authorize = start.header("location").unwrap();
+    let back = rig
+        .tokens
+        .authorize_headless("front-office", &authorize)
+        .await;
+    let installed = admin_get(&rig, &callback_path(&back)).await;
+    assert_eq!(
+        installed.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        installed.text()
+    );
+    let html = admin_get(&rig, "/").await.text();
+    let row = between(&html, "<tr id=\"conn-hotel\"", "</tr>");
+    assert!(
+        row.contains(
+            "<div class=\"tenants\">1 tenant: <span class=\"count ok\">1 connected</span></div>"
+        ),
+        "{row}"
+    );
+    assert!(
+        row.contains("href=\"/connections/hotel/page\">Tenants</a>"),
+        "{row}"
+    );
+    assert!(row.contains(">Install a tenant</a>"), "{row}");
+}

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::respond::{AdminResponse, html};
 use super::{Admin, AdminConnection};
 use crate::connect::pages::{self, Expiry};
-use crate::token::TokenState;
+use crate::token::{ConnState, TokenState};
 
 impl Admin {
     pub(super) fn status_page(&self, headers: &http::HeaderMap) -> AdminResponse {
@@ -52,5 +52,14 @@ fn row<'a>(c: &'a AdminConnection, s: &'a TokenState, now: Instant) -> pages::Ro
         last_refresh: s.last_refresh,
         last_error: s.last_error.as_deref(),
         connectable: c.connect.is_some(),
+        tenants: c.tenants.as_ref().map(|tenants| {
+            let counts = tenants.counts();
+            pages::AppTenants {
+                counts: ConnState::ALL
+                    .iter()
+                    .map(|&state| (state, counts.get(state.as_str()).copied().unwrap_or(0)))
+                    .collect(),
+            }
+        }),
     }
 }

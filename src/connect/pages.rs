@@ -6,7 +6,7 @@
 mod status_page;
 pub mod when;
 
-pub use status_page::{Expiry, Row, Standing, status};
+pub use status_page::{AppTenants, Expiry, Row, Standing, status};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;padding:1rem;color:#1d2330;background:#f6f7f9}\
 h1{font-size:1.4rem}table{border-collapse:collapse;width:100%;background:#fff}\

@@ -27,6 +27,13 @@ pub struct Row<'a> {
     pub last_error: Option<&'a str>,
     /// An authorization-code connection that can be (re)connected from the page.
     pub connectable: bool,
+    /// An app's tenants (SPEC section 9); `None` for a connection with one grant.
+    pub tenants: Option<AppTenants>,
+}
+
+/// An app's tenants as its row shows them: how many in each state.
+pub struct AppTenants {
+    pub counts: Vec<(ConnState, usize)>,
 }
 
 /// The access token's expiry as the page shows it.
@@ -154,7 +161,7 @@ tr.tone-wait>td:first-child{border-left-color:#3056d3}\
 code.state{font-size:.8rem;color:#667085;background:#f2f4f7;padding:0 .3rem;border-radius:4px}\
 .explain{margin-top:.2rem}.error{margin-top:.3rem;color:#b3261e;overflow-wrap:break-word}\
 .note{margin-top:.3rem;overflow-wrap:break-word}\
-.when,.listen,.upstream{white-space:nowrap}.upstream{color:#667085}\
+.tenants{margin-top:.3rem}.when,.listen,.upstream{white-space:nowrap}.upstream{color:#667085}\
 td.actions form,td.actions .button{display:block;margin:0 0 .3rem}td.actions button,td.actions .button{width:100%;text-align:center;box-sizing:border-box}";
 
 /// How often the status page reloads itself, so an open tab shows the token counting down
@@ -240,22 +247,72 @@ fn row(r: &Row<'_>, csrf: &str, now: SystemTime) -> String {
         Expiry::Expired(at) => moment(at, now, "expired "),
     };
     let last_refresh = r.last_refresh.map_or_else(dash, |at| moment(at, now, ""));
+    let (explain, buttons) = match &r.tenants {
+        None => (standing.explain(r.connectable, r.token), buttons(r, csrf)),
+        Some(_) => (
+            "An app: each tenant (hotel) has a grant of its own.",
+            app_buttons(r),
+        ),
+    };
     format!(
         "<tr id=\"conn-{name}\" class=\"row tone-{tone}\"><td><strong class=\"name\">{name}</strong> \
 <span class=\"muted\">{provider}</span><div class=\"route\"><span class=\"listen\" title=\"the app's base URL\">{listen}</span><br>\
 <span class=\"upstream\" title=\"forwarded to\">→ {upstream}</span></div></td>\
 <td><span class=\"label {tone}\">{label}</span> <code class=\"state\">{state}</code>\
-<div class=\"explain muted\">{explain}</div>{error}</td>\
+<div class=\"explain muted\">{explain}</div>{tenants}{error}</td>\
 <td>{expires}</td><td>{last_refresh}</td><td class=\"actions\">{buttons}</td></tr>",
         name = escape(r.name),
         provider = escape(r.provider),
         label = standing.label(),
         state = r.state.as_str(),
-        explain = standing.explain(r.connectable, r.token),
+        tenants = r.tenants.as_ref().map_or_else(String::new, tenant_counts),
         listen = escape(&r.listen),
         upstream = escape(r.upstream),
-        buttons = buttons(r, csrf),
     )
+}
+
+/// "38 tenants: 2 needs authorization, 36 connected", problems first.
+fn tenant_counts(tenants: &AppTenants) -> String {
+    let mut counts: Vec<(Standing, usize)> = tenants
+        .counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|&(state, n)| (Standing::of(state, false), n))
+        .collect();
+    counts.sort();
+    let total: usize = counts.iter().map(|(_, n)| n).sum();
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(standing, n)| {
+            format!(
+                "<span class=\"count {tone}\">{n} {word}</span>",
+                tone = standing.tone(),
+                word = standing.label().to_lowercase(),
+            )
+        })
+        .collect();
+    let noun = if total == 1 { "tenant" } else { "tenants" };
+    if parts.is_empty() {
+        return format!("<div class=\"tenants\">{total} {noun}</div>");
+    }
+    format!(
+        "<div class=\"tenants\">{total} {noun}: {}</div>",
+        parts.join(", ")
+    )
+}
+
+/// An app's own buttons: its tenant table, and installing a tenant when it can connect.
+fn app_buttons(r: &Row<'_>) -> String {
+    let name = escape(r.name);
+    let table =
+        format!("<a class=\"button tenants\" href=\"/connections/{name}/page\">Tenants</a>");
+    if r.connectable && r.state != ConnState::Misconfigured {
+        format!(
+            "{table}<a class=\"button connect\" href=\"/connections/{name}/connect\">Install a tenant</a>"
+        )
+    } else {
+        table
+    }
 }
 
 fn dash() -> String {

@@ -20,6 +20,7 @@ fn row(name: &'static str, state: ConnState) -> Row<'static> {
         last_refresh: None,
         last_error: None,
         connectable: true,
+        tenants: None,
     }
 }
 
@@ -202,4 +203,28 @@ fn values_are_escaped() {
     let page = status(&[r], "c", now());
     assert!(!page.contains("<script>") && !page.contains("<b>p") && !page.contains("<i>"));
     assert!(page.contains("&lt;script&gt;alert(1)"));
+}
+
+#[test]
+fn an_app_shows_its_tenant_counts_problems_first_and_its_tenant_table() {
+    let mut app = row("cloudbeds", ConnState::Connected);
+    app.tenants = Some(AppTenants {
+        counts: vec![
+            (ConnState::Connected, 36),
+            (ConnState::NeedsAuthorization, 2),
+            (ConnState::Degraded, 0),
+        ],
+    });
+    let page = status(&[app], "c", now());
+    let app = row_html(&page, "cloudbeds");
+    assert!(
+        app.contains(
+            "<div class=\"tenants\">38 tenants: <span class=\"count bad\">2 needs authorization</span>, \
+<span class=\"count ok\">36 connected</span></div>"
+        ),
+        "{app}"
+    );
+    assert!(app.contains("href=\"/connections/cloudbeds/page\">Tenants</a>"));
+    assert!(app.contains(">Install a tenant</a>"));
+    assert!(!app.contains("Disconnect") && !app.contains("Requests carry a valid token"));
 }
