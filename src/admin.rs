@@ -6,12 +6,14 @@ mod auth;
 mod flow;
 mod host;
 mod respond;
+mod status_page;
 mod tenants;
 mod webhook;
 mod wiring;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
@@ -52,6 +54,10 @@ pub struct Admin {
 
 pub struct AdminConnection {
     pub connection: Arc<Connection>,
+    /// The proxy listener's bound address: the app's base URL is `http://` this.
+    pub listen: SocketAddr,
+    /// The upstream's base URL, for the status page.
+    pub upstream: String,
     pub provider: Provider,
     pub grant: GrantKind,
     /// Present for authorization-code connections that can be connected from the page.
@@ -306,44 +312,6 @@ impl Admin {
                 &json!({"ready": false, "not_ready": not_ready}),
             )
         }
-    }
-
-    fn status_page(&self, headers: &http::HeaderMap) -> AdminResponse {
-        if !self.guard.authorized(headers) {
-            return self.guard.challenge();
-        }
-        let now = SystemTime::now();
-        let snapshots: Vec<Arc<TokenState>> = self
-            .connections
-            .iter()
-            .map(|c| c.connection.snapshot())
-            .collect();
-        let rows: Vec<pages::Row<'_>> = self
-            .connections
-            .iter()
-            .zip(&snapshots)
-            .map(|(c, s)| pages::Row {
-                name: &c.connection.name,
-                provider: c.provider.as_str(),
-                state: s.state,
-                expires: match s.expires_at_wall {
-                    Some(at) if s.has_valid_token(Instant::now()) => match at.duration_since(now) {
-                        Ok(left) => format!(
-                            "in {}",
-                            humantime::format_duration(Duration::from_secs(left.as_secs()))
-                        ),
-                        Err(_) => "expired".into(),
-                    },
-                    Some(_) => "expired".into(),
-                    None if s.has_valid_token(Instant::now()) => "when the API says so".into(),
-                    None => "-".into(),
-                },
-                last_refresh: s.last_refresh.map_or_else(|| "-".into(), rfc3339),
-                last_error: s.last_error.as_deref(),
-                connectable: c.connect.is_some(),
-            })
-            .collect();
-        html(StatusCode::OK, pages::status(&rows, &self.guard.csrf))
     }
 
     async fn refresh(&self, c: &AdminConnection, from_page: bool) -> AdminResponse {

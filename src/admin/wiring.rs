@@ -44,8 +44,8 @@ impl Admin {
 }
 
 impl AdminConnection {
-    /// What the admin listener needs of a connection.
-    pub fn new(c: &ConnectionConfig, proxy: &Proxy) -> AdminConnection {
+    /// What the admin listener needs of a connection whose proxy listens at `listen`.
+    pub fn new(c: &ConnectionConfig, proxy: &Proxy, listen: SocketAddr) -> AdminConnection {
         let credentials = c.credentials.as_ref().ok();
         let client_id = credentials.map(|creds| creds.client_id.secret().to_owned());
         let client_secret = credentials.and_then(|creds| creds.client_secret.clone());
@@ -79,8 +79,15 @@ impl AdminConnection {
             .map(Arc::new),
             _ => None,
         };
+        // `https://api.example.com/` reads better without the root path's slash.
+        let upstream = match c.upstream.as_str().strip_suffix('/') {
+            Some(base) if c.upstream.path() == "/" => base.to_owned(),
+            _ => c.upstream.to_string(),
+        };
         AdminConnection {
             connection: Arc::clone(&proxy.connection),
+            listen,
+            upstream,
             provider: c.provider,
             grant: c.grant,
             connect,
