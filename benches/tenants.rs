@@ -184,8 +184,11 @@ async fn median_latency(
 }
 
 fn main() {
+    // As `bearerd run` builds its runtime for the refreshers: 16 blocking threads for store
+    // I/O (src/main.rs).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()
         .unwrap();
     runtime.block_on(bench());

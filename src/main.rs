@@ -130,6 +130,9 @@ enum Command {
     },
 }
 
+/// Threads for blocking store I/O (see `run`).
+const MAX_BLOCKING_THREADS: usize = 16;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -220,6 +223,9 @@ fn run(path: &std::path::Path, format: LogFormat) -> ExitCode {
     // current-thread runtime per core (see `bearerd::serve::workers`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // File-store reads and writes run on blocking threads; an app loading thousands of
+        // tenants at start would otherwise start hundreds of them (tokio's default is 512).
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(runtime) => runtime,

@@ -8,6 +8,7 @@
 //! answered at once, and many askers of the same G share one refresh.
 
 pub mod import;
+mod mailbox;
 pub mod oauth;
 pub mod refresher;
 pub mod schedule;
@@ -19,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 pub use refresher::{Command, DisconnectReport};
@@ -149,9 +150,7 @@ pub struct Connection {
     wait_limit: Duration,
     pub metrics: ConnectionMetrics,
     /// Connect, disconnect and the like, for the refresher to carry out.
-    /// Boxed: the channel's first block of slots is allocated up front, and a boxed
-    /// command keeps it small for thousands of tenants.
-    commands: mpsc::Sender<Box<Command>>,
+    commands: mailbox::Mailbox,
 }
 
 impl Connection {
@@ -161,9 +160,8 @@ impl Connection {
         initial: TokenState,
         wait_limit: Duration,
         metrics: ConnectionMetrics,
-    ) -> (Arc<Self>, mpsc::Receiver<Box<Command>>) {
+    ) -> (Arc<Self>, Inbox) {
         metrics.publish(&initial);
-        let (commands, receiver) = mpsc::channel(16);
         let connection = Arc::new(Self {
             name,
             cell: ArcSwap::from_pointee(initial),
@@ -175,14 +173,15 @@ impl Connection {
             changed: watch::channel(0).0,
             wait_limit,
             metrics,
-            commands,
+            commands: mailbox::Mailbox::default(),
         });
-        (connection, receiver)
+        let inbox = Inbox(Arc::clone(&connection));
+        (connection, inbox)
     }
 
     /// Hands `command` to the refresher. False if the refresher is gone (shutting down).
     pub async fn command(&self, command: Command) -> bool {
-        self.commands.send(Box::new(command)).await.is_ok()
+        self.commands.send(Box::new(command)).await
     }
 
     /// A snapshot of the cell for status reporting, its `state` as reported now
@@ -318,6 +317,23 @@ impl Connection {
         self.metrics.publish(&next);
         self.cell.store(Arc::new(next));
         self.changed.send_modify(|version| *version += 1);
+    }
+}
+
+/// The refresher's end of a connection's commands. Dropping it (the refresher ended)
+/// makes every later [`Connection::command`] answer false.
+pub struct Inbox(Arc<Connection>);
+
+impl Inbox {
+    /// The next command for the refresher.
+    pub async fn recv(&self) -> Box<Command> {
+        self.0.commands.recv().await
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.0.commands.close();
     }
 }
 

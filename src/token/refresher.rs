@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 
 use super::oauth::TokenEndpoint;
@@ -84,7 +84,7 @@ pub struct DisconnectReport {
 
 pub struct Refresher {
     connection: Arc<Connection>,
-    commands: mpsc::Receiver<Box<Command>>,
+    commands: super::Inbox,
     /// How to tell the provider about a disconnect.
     revocation: Revocation,
     /// While a connect flow is under way: when to give up on it, and the state to go back to.
@@ -129,7 +129,7 @@ impl Refresher {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         connection: Arc<Connection>,
-        commands: mpsc::Receiver<Box<Command>>,
+        commands: super::Inbox,
         revocation: Revocation,
         endpoint: Option<Arc<TokenEndpoint>>,
         grant: Grant,
@@ -225,7 +225,7 @@ impl Refresher {
                     let trigger = self.retry_trigger.take().unwrap_or(Trigger::Scheduled);
                     Box::pin(self.refresh(trigger)).await;
                 }
-                Some(command) = self.commands.recv() => Box::pin(self.on_command(*command)).await,
+                command = self.commands.recv() => Box::pin(self.on_command(*command)).await,
                 _ = self.connection.wake.notified() => Box::pin(self.on_wake()).await,
                 _ = self.connection.stored.notified() => {
                     let loaded = Box::pin(self.adopt_if_newer()).await;
