@@ -257,7 +257,7 @@ async fn open_store(
     let names: Vec<String> = config
         .connections
         .iter()
-        .filter(|c| c.grant == GrantKind::AuthorizationCode)
+        .filter(|c| keeps_a_record(c))
         .map(|c| c.name.clone())
         .collect();
     // Client-credentials connections keep nothing, so a store is opened only when something
@@ -333,6 +333,10 @@ async fn resolve_endpoints(
     client: &upstream::HttpClient,
 ) -> (ConnectionConfig, Option<String>) {
     let mut c = c.clone();
+    if crate::token::keys::from_config(&c) {
+        // A key from the config needs neither client credentials nor a token endpoint.
+        return (c, None);
+    }
     let mut problem = c.credentials.as_ref().err().map(|reason| {
         // The full reason names a file or variable: for the log, not for /connections.
         tracing::error!(connection = %c.name, %reason, "credentials cannot be read: the connection starts misconfigured");
@@ -386,7 +390,23 @@ fn build_connection(
     };
     let target = Target::new(&c.upstream).map_err(upstream_error)?;
     let connect_url = format!("{public_url}/connections/{}/connect", c.name);
+    let keys = crate::token::keys::settings(c, &client);
+    let configured = crate::token::keys::configured_state(c);
     let (initial, endpoint, grant) = match (problem, &c.credentials, &c.token_url) {
+        _ if let Some((initial, grant)) = configured => {
+            let endpoint = match (&c.credentials, &c.token_url) {
+                (Ok(credentials), Some(token_url)) => Some(TokenEndpoint::new(
+                    token_url.clone(),
+                    credentials.clone(),
+                    c.client_auth,
+                    &c.scopes,
+                    client.clone(),
+                    c.token_timeout,
+                )),
+                _ => None,
+            };
+            (initial, endpoint, grant)
+        }
         (None, Ok(credentials), Some(token_url)) => {
             let endpoint = TokenEndpoint::new(
                 token_url.clone(),
@@ -399,7 +419,7 @@ fn build_connection(
             let grant = match c.grant {
                 GrantKind::ClientCredentials => Grant::ClientCredentials,
                 // Until the refresher has read the store, requests wait for it.
-                GrantKind::AuthorizationCode => Grant::None,
+                GrantKind::AuthorizationCode | GrantKind::ApiKey => Grant::None,
             };
             let initial = TokenState::initial(ConnState::Refreshing, None);
             (initial, Some(endpoint), grant)
@@ -419,10 +439,7 @@ fn build_connection(
         c.token_wait,
         metrics.connection(&c.name),
     );
-    let store = match c.grant {
-        GrantKind::AuthorizationCode => store,
-        GrantKind::ClientCredentials => None,
-    };
+    let store = if keeps_a_record(c) { store } else { None };
     let refresher = Refresher::new(
         Arc::clone(&connection),
         commands,
@@ -433,7 +450,8 @@ fn build_connection(
         c.refresh_skew,
         c.timeout,
         shutdown,
-    );
+    )
+    .with_keys(keys);
     let proxy = Proxy {
         connection,
         client,
@@ -447,6 +465,17 @@ fn build_connection(
         // The caller sets `[limits]`, which are not per connection.
         limits: Default::default(),
         limiter: c.rate_limit.as_ref().map(|r| Arc::new(Limiter::new(r))),
+        key_header: c.keys.header.clone(),
     };
     Ok((proxy, refresher))
+}
+
+/// Refresh-token grants and delivered or migrated API keys live in the store; client
+/// credentials and keys from the config do not.
+fn keeps_a_record(c: &ConnectionConfig) -> bool {
+    match c.grant {
+        GrantKind::AuthorizationCode => true,
+        GrantKind::ApiKey => !crate::token::keys::from_config(c),
+        GrantKind::ClientCredentials => false,
+    }
 }

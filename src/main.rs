@@ -1,8 +1,9 @@
 //! The `bearerd` command line (SPEC section 1): `run`, `check`, `status`, `import`,
-//! `disconnect`.
+//! `disconnect`, `migrate` (section 10).
 
 mod cli_admin;
 mod cli_import;
+mod cli_migrate;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -80,6 +81,15 @@ enum Command {
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
+    /// Exchange NAME's refresh token for an API key on a running daemon (Cloudbeds
+    /// migration); from then on the key is used and never refreshed.
+    Migrate {
+        /// The connection's name, as in the config.
+        name: String,
+        /// The running daemon's admin listener.
+        #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
+        admin: String,
+    },
     /// Refresh NAME's token now on a running daemon (joins a refresh in flight).
     Refresh {
         /// The connection's name, as in the config.
@@ -134,6 +144,7 @@ fn main() -> ExitCode {
         } => demo(&token_ttl, listen, admin, keep, cli.log_format),
         Command::Disconnect { name, admin } => cli_admin::disconnect(&admin, &name),
         Command::Refresh { name, admin } => cli_admin::refresh(&admin, &name),
+        Command::Migrate { name, admin } => cli_migrate::migrate(&admin, &name),
         Command::Connect { name, admin } => cli_admin::connect(&admin, &name),
         Command::Import {
             name,

@@ -202,7 +202,8 @@ impl PgStore {
         let row = client
             .query_opt(
                 "SELECT version, generation, access_token, expires_at, refresh_token, scope, \
-                 state, updated_at FROM bearerd_tokens WHERE name = $1 AND state IS NOT NULL",
+                 state, updated_at, credential, last_used_at FROM bearerd_tokens \
+                 WHERE name = $1 AND state IS NOT NULL",
                 &[&name],
             )
             .await
@@ -218,6 +219,7 @@ impl PgStore {
         let generation: i64 = row.try_get(1).map_err(db_error("load"))?;
         let expires_at: Option<SystemTime> = row.try_get(3).map_err(db_error("load"))?;
         let updated_at: SystemTime = row.try_get(7).map_err(db_error("load"))?;
+        let last_used_at: Option<SystemTime> = row.try_get(9).map_err(db_error("load"))?;
         Ok(Some(RecordJson {
             version: u32::try_from(version).map_err(|_| corrupt("negative version"))?,
             connection: name.to_owned(),
@@ -228,6 +230,8 @@ impl PgStore {
             scope: row.try_get(5).map_err(db_error("load"))?,
             state: row.try_get(6).map_err(db_error("load"))?,
             updated_at: unix_seconds(updated_at),
+            credential: row.try_get(8).map_err(db_error("load"))?,
+            last_used_at: last_used_at.map(unix_seconds),
         }))
     }
 

@@ -261,8 +261,8 @@ async fn write(
     client
         .execute(
             "UPDATE bearerd_tokens SET version = $2, generation = $3, access_token = $4, \
-             expires_at = $5, refresh_token = $6, scope = $7, state = $8, updated_at = $9 \
-             WHERE name = $1",
+             expires_at = $5, refresh_token = $6, scope = $7, state = $8, updated_at = $9, \
+             credential = $10, last_used_at = $11 WHERE name = $1",
             &[
                 &name,
                 &version,
@@ -273,6 +273,8 @@ async fn write(
                 &record.scope,
                 &record.state,
                 &record.updated_at,
+                &json.credential,
+                &record.last_used_at,
             ],
         )
         .await

@@ -56,6 +56,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
     COMMENT ON TABLE bearerd_outbox IS
         'bearerd notifications waiting for delivery (no tokens in them)';",
     ),
+    (
+        4,
+        "ALTER TABLE bearerd_tokens
+        ADD COLUMN credential   text,
+        ADD COLUMN last_used_at timestamptz;
+    COMMENT ON COLUMN bearerd_tokens.credential IS
+        'NULL: OAuth tokens; api_key: access_token holds an API key that is never refreshed';",
+    ),
 ];
 
 /// Brings the schema to the newest version this build knows. Returns that version.

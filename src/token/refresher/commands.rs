@@ -10,7 +10,7 @@ use super::{Command, DisconnectReport, Grant, Refresher};
 use crate::config::Revocation;
 use crate::metrics::Trigger;
 use crate::secret::SecretString;
-use crate::store::Record;
+use crate::store::{Credential, Record};
 use crate::token::oauth::{GrantRequest, TokenFailure};
 use crate::token::state::{ConnState, Outcome};
 
@@ -56,6 +56,9 @@ impl Refresher {
                     let _ = reply.send(report);
                 }
             }
+            Command::Migrate { reply } => {
+                let _ = reply.send(self.migrate().await);
+            }
         }
     }
 
@@ -97,10 +100,18 @@ impl Refresher {
                 .map_or(0, |r| r.generation);
         }
         let started = Instant::now();
-        let request = GrantRequest::AuthorizationCode {
-            code,
-            verifier,
-            redirect_uri,
+        let request = if self.delivers_keys() {
+            GrantRequest::ApiKeyCode {
+                code,
+                verifier,
+                redirect_uri,
+            }
+        } else {
+            GrantRequest::AuthorizationCode {
+                code,
+                verifier,
+                redirect_uri,
+            }
         };
         let result = endpoint.request(request, &[]).await;
         let outcome = result
@@ -110,6 +121,16 @@ impl Refresher {
             .metrics
             .refresh(Trigger::Connect, outcome, started.elapsed());
         let set = result.map_err(|failure| failure.to_string())?;
+        if self.delivers_keys() {
+            // Automatic delivery: the answer's access_token is a long-lived key.
+            let generation = stored_generation.max(self.connection.cell.load().generation) + 1;
+            self.authorizing = None;
+            return if self.install_key(set.access_token, lock, generation).await {
+                Ok(generation)
+            } else {
+                Err("the new API key could not be saved".into())
+            };
+        }
         self.grant = match &set.refresh_token {
             Some(token) => Grant::RefreshToken(token.clone()),
             None => Grant::None,
@@ -155,6 +176,8 @@ impl Refresher {
                 scope: None,
                 state: ConnState::Disconnected.as_str().to_owned(),
                 updated_at: SystemTime::now(),
+                credential: Credential::Token,
+                last_used_at: None,
             };
             let saved = match store.lock(&name, self.lock_wait).await {
                 Ok(_lock) => store.save(&record).await,
@@ -199,7 +222,7 @@ impl Refresher {
             Revocation::CloudbedsAppState(url) => {
                 let current = self.connection.cell.load_full();
                 match current.usable(Instant::now()) {
-                    Some(token) => endpoint.disable_app_state(url, &token.header).await,
+                    Some(token) => endpoint.disable_app_state(url, &token).await,
                     None => Err("no valid access token to call postAppState with".into()),
                 }
             }
