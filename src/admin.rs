@@ -242,6 +242,8 @@ impl Admin {
                 last_refresh: s.last_refresh.map_or_else(|| "-".into(), rfc3339),
                 last_error: s.last_error.as_deref(),
                 connectable: c.connect.is_some(),
+                key_last_used: (migrate::credential(c, s) == "api_key")
+                    .then(|| migrate::last_used_at(c, s).map_or_else(|| "-".into(), rfc3339)),
             })
             .collect();
         html(StatusCode::OK, pages::status(&rows, &self.guard.csrf))

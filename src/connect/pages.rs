@@ -18,6 +18,8 @@ pub struct Row<'a> {
     pub last_error: Option<&'a str>,
     /// An authorization-code connection that can be (re)connected from the page.
     pub connectable: bool,
+    /// An API key connection: when the key was last used ("-" if not yet known).
+    pub key_last_used: Option<String>,
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;padding:1rem;color:#1d2330;background:#f6f7f9}\
@@ -130,7 +132,7 @@ pub fn status(rows: &[Row<'_>], csrf: &str) -> String {
             body,
             "<tr id=\"conn-{name}\"><td><strong>{name}</strong><br><span class=\"muted\">{provider}</span></td>\
 <td><span class=\"state {class}\">{state}</span> <span class=\"muted\">({app_state})</span><br>\
-<span class=\"muted\">{explain}</span></td><td>{expires}</td><td>{last_refresh}</td>\
+<span class=\"muted\">{explain}</span></td><td>{expires}{key}</td><td>{last_refresh}</td>\
 <td>{error}</td><td>{buttons}</td></tr>",
             name = escape(row.name),
             provider = escape(row.provider),
@@ -139,6 +141,13 @@ pub fn status(rows: &[Row<'_>], csrf: &str) -> String {
             app_state = row.state.app_state(),
             explain = explain(row.state),
             expires = escape(&row.expires),
+            key = row
+                .key_last_used
+                .as_deref()
+                .map_or_else(String::new, |at| format!(
+                    "<br><span class=\"muted key\">API key, last used {}</span>",
+                    escape(at)
+                )),
             last_refresh = escape(&row.last_refresh),
             error = escape(row.last_error.unwrap_or("")),
             buttons = buttons(row, csrf),
@@ -208,6 +217,7 @@ mod tests {
             last_refresh: "-".into(),
             last_error: Some("<script>alert(1)</script>"),
             connectable,
+            key_last_used: None,
         }
     }
 

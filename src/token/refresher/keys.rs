@@ -92,7 +92,7 @@ impl Refresher {
         }
         let now = Instant::now();
         let keepalive = self.keys.idle().map(|idle| {
-            let last = self.connection.last_used().unwrap_or_else(SystemTime::now);
+            let last = self.last_use();
             let due = now + until(keepalive_due(last, idle), SystemTime::now());
             self.keys.retry_at.map_or(due, |retry| due.max(retry))
         });
@@ -109,11 +109,23 @@ impl Refresher {
         }
     }
 
+    /// The key's last use; a key not used since start counts as used at start (a key from
+    /// the config, whose uses are not stored).
+    fn last_use(&self) -> SystemTime {
+        match self.connection.last_used() {
+            Some(at) => at,
+            None => {
+                self.connection.used_now();
+                SystemTime::now()
+            }
+        }
+    }
+
     /// The key's timer fired: keep it alive if it has been idle, else write its last use.
     pub(super) async fn on_key_timer(&mut self) {
         if let Some(idle) = self.keys.idle() {
             self.adopt_last_use().await;
-            let last = self.connection.last_used().unwrap_or_else(SystemTime::now);
+            let last = self.last_use();
             let retry_ok = self.keys.retry_at.is_none_or(|at| at <= Instant::now());
             if until(keepalive_due(last, idle), SystemTime::now()).is_zero() && retry_ok {
                 self.keep_alive().await;
