@@ -197,8 +197,17 @@ fn check(path: &std::path::Path) -> ExitCode {
             c.grant.as_str(),
             config.store.kind.as_str(),
         );
-        if let Err(reason) = &c.credentials {
-            println!("  warning: credentials unavailable ({reason}); it will start misconfigured");
+        let key_from_config = bearerd::token::keys::from_config(c);
+        match (&c.keys.configured, &c.credentials) {
+            (Some(Err(reason)), _) if key_from_config => {
+                println!("  warning: api_key unavailable ({reason}); it will start misconfigured");
+            }
+            (_, Err(reason)) if !key_from_config => {
+                println!(
+                    "  warning: credentials unavailable ({reason}); it will start misconfigured"
+                );
+            }
+            _ => {}
         }
     }
     ExitCode::SUCCESS

@@ -24,8 +24,9 @@
 //! * anything else: a JSON echo of the request (body hashed while streaming), whose `"user"` is
 //!   the user of the presented token (or null).
 //!
-//! A request with `x-api-key` is checked with [`TokenServer::validate_key`] instead; a dead key
-//! gets Cloudbeds' 401 `{"type":"unauthorized",...}` (PROVIDERS.md section 1).
+//! A request with `x-api-key` and no bearer token is checked with
+//! [`TokenServer::validate_key`] instead; a dead key gets Cloudbeds' 401
+//! `{"type":"unauthorized",...}` (PROVIDERS.md section 1).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -173,10 +174,12 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
     if req.uri().path() == TOKEN_CHECK {
         inner.token_checks.fetch_add(1, Ordering::SeqCst);
     }
+    // A bearer token wins: an app may send an x-api-key of its own to an OAuth connection.
     let key = req
         .headers()
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
+        .filter(|_| bearer(&req).is_none())
         .map(str::to_owned);
     if let (Some(tokens), Some(key)) = (&inner.tokens, &key)
         && !tokens.validate_key(key)
