@@ -175,3 +175,46 @@ async fn what_cannot_migrate_gets_409_and_nothing_changes() {
     assert_eq!(echoed(&answer, "authorization").len(), 1);
     bearerd.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_that_cannot_be_saved_stays_pending_and_unused_until_it_is() {
+    let (tokens, upstream) = cloudbeds(Duration::from_secs(3600)).await;
+    let (bearerd, dir) = connected(&tokens, &upstream).await;
+    // A directory where the temp file must go makes every save fail, even for root.
+    let blocker = dir.join(".hotel.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let admin = bearerd.admin.clone();
+    let migrate = tokio::spawn(async move {
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!("{admin}/connections/hotel/migrate"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        crate::support::send(request).await.unwrap()
+    });
+    let connection = bearerd.app.connection("hotel").unwrap();
+    crate::support::eventually(Duration::from_secs(10), "the pending save shows", || {
+        let s = connection.snapshot();
+        let pending = s.state == ConnState::Degraded
+            && s.last_error.as_deref().unwrap_or("").contains("not saved");
+        async move { pending.then_some(()) }
+    })
+    .await;
+    assert_eq!(tokens.key_exchanges(), 1, "the provider issued the key");
+    let key = tokens.keys_issued().pop().unwrap();
+    // Meanwhile the app is served with the access token it had; the key is not used.
+    let answer = proxied(&bearerd, "/api/v1.3/getHotels", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(echoed(&answer, "authorization").len(), 1);
+    assert_eq!(tokens.key_uses(&key), 0, "not used before it is durable");
+    assert_eq!(record(&dir).await.credential, Credential::Token);
+
+    std::fs::remove_dir(&blocker).unwrap();
+    let answer = migrate.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(record(&dir).await.credential, Credential::ApiKey);
+    let answer = proxied(&bearerd, "/api/v1.3/getHotels", &[]).await;
+    assert_eq!(echoed(&answer, "x-api-key"), [key.as_str()]);
+    assert_eq!(tokens.refresh_requests(), 1);
+    bearerd.app.shutdown().await;
+}

@@ -57,3 +57,17 @@ async fn a_revoked_or_wrong_key_stops_the_connection_without_a_loop() {
         bearerd.app.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn cloudbeds_access_denied_for_a_key_is_a_rejection_too() {
+    let (tokens, upstream) = cloudbeds(Duration::from_secs(3600)).await;
+    let key = tokens.issue_key();
+    let bearerd = start(&config_key(&upstream, &key, "")).await;
+    // The upstream answers Cloudbeds' 401 access_denied body on this path, key or not.
+    let answer = proxied(&bearerd, "/cloudbeds/access_denied", &[]).await;
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(state(&bearerd), ConnState::NeedsAuthorization);
+    assert_eq!(upstream.requests(), 1);
+    assert_eq!(tokens.token_requests(), 0);
+    bearerd.app.shutdown().await;
+}

@@ -55,6 +55,12 @@ impl KeyRuntime {
         }
     }
 
+    /// A key record was adopted: its stored last use is what is written, counted from now.
+    pub(super) fn adopted(&mut self, stored: Option<SystemTime>) {
+        self.persisted = self.persisted.max(stored);
+        self.persisted_at.get_or_insert_with(Instant::now);
+    }
+
     fn idle(&self) -> Option<Duration> {
         self.settings
             .as_ref()
@@ -162,13 +168,16 @@ impl Refresher {
             return;
         };
         let name = self.connection.name.clone();
-        let request = http::Request::builder()
+        let mut request = http::Request::builder()
             .method(call.method.clone())
             .uri(call.url.as_str())
             .header(token.name.clone(), token.header.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Either::Left(Full::new(bytes::Bytes::new())));
+            .header(http::header::ACCEPT, "application/json");
+        if call.method == http::Method::POST {
+            // Cloudbeds' check takes no payload; an empty form says so.
+            request = request.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        let request = request.body(Either::Left(Full::new(bytes::Bytes::new())));
         let Ok(request) = request else {
             return;
         };

@@ -59,6 +59,7 @@ impl Refresher {
             if let Some(at) = record.last_used_at {
                 self.connection.used_at(at);
             }
+            self.keys.adopted(record.last_used_at);
         } else if let Some(refresh_token) = record.refresh_token
             && !matches!(self.grant, Grant::ClientCredentials)
         {
