@@ -115,6 +115,7 @@ fn hot_path(c: &mut Criterion) {
         let rewrite = request::Rewrite {
             base_path: target.base_path(),
             host: target.host().unwrap().as_bytes(),
+            tenant: request::TenantKey::None,
         };
         let mut head = request::UpstreamHead::default();
         let mut out = Vec::with_capacity(1024);

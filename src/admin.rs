@@ -7,6 +7,7 @@ mod flow;
 mod host;
 mod migrate;
 mod respond;
+mod tenants;
 mod webhook;
 mod wiring;
 
@@ -29,6 +30,7 @@ use crate::connect::{ConnectFlows, ConnectSettings, pages};
 use crate::metrics::Metrics;
 use crate::secret::SecretString;
 use crate::serve::ClientBody;
+use crate::tenants::Tenants;
 use crate::token::{ConnState, Connection, TokenState};
 use crate::upstream::HttpClient;
 
@@ -61,6 +63,8 @@ pub struct AdminConnection {
     pub probe: Option<Probe>,
     /// Cloudbeds: how to confirm an app-state webhook with the provider.
     pub app_state: Option<Arc<AppStateCheck>>,
+    /// An app's tenants (SPEC section 9).
+    pub tenants: Option<Arc<Tenants>>,
 }
 
 pub struct Probe {
@@ -117,6 +121,84 @@ impl Admin {
                 self.start_connect(c, StatusCode::FOUND).await
             }
             (&Method::GET, ["oauth", "callback"]) => self.callback(&parts.uri).await,
+            (&Method::GET, ["connections", name, "install"]) => match self.find(name) {
+                Some(c) => self.install(c, parts.uri.query()),
+                None => not_found(),
+            },
+            (&Method::GET, ["connections", name, "tenants"]) => match self.find(name) {
+                Some(c) => self.tenant_list(c, parts.uri.query()),
+                None => not_found(),
+            },
+            (&Method::GET, ["connections", name, "page"]) => {
+                if !self.guard.authorized(&parts.headers) {
+                    return self.guard.challenge();
+                }
+                match self.find(name) {
+                    Some(c) => self.tenant_page(c, parts.uri.query()),
+                    None => not_found(),
+                }
+            }
+            (&Method::GET, ["connections", name, "tenants", id]) => match self.find(name) {
+                Some(c) => self.tenant(c, id),
+                None => not_found(),
+            },
+            (&Method::GET, ["connections", name, "tenants", id, "installed"]) => {
+                match self.find(name) {
+                    Some(c) => self.installed(c, id),
+                    None => not_found(),
+                }
+            }
+            (&Method::GET, ["connections", name, "tenants", id, "connect"]) => {
+                if !self.guard.authorized(&parts.headers) {
+                    return self.guard.challenge();
+                }
+                let Some(c) = self.find(name) else {
+                    return not_found();
+                };
+                if !self.guard.not_cross_site(&parts.headers) {
+                    return problem(
+                        StatusCode::FORBIDDEN,
+                        "a reconnect starts from the status page at admin.public_url",
+                    );
+                }
+                self.connect_tenant(c, id)
+            }
+            (
+                &Method::POST,
+                [
+                    "connections",
+                    name,
+                    "tenants",
+                    id,
+                    action @ ("refresh" | "disconnect"),
+                ],
+            ) => {
+                if !self.guard.authorized(&parts.headers) {
+                    return self.guard.challenge();
+                }
+                let Some(bytes) = read_body(body).await else {
+                    return problem(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+                };
+                let from_page = auth::is_form(&parts.headers);
+                let form: Vec<(String, String)> = if from_page {
+                    form_urlencoded::parse(&bytes).into_owned().collect()
+                } else {
+                    Vec::new()
+                };
+                if !self.guard.same_origin(&parts.headers, &form) {
+                    return problem(
+                        StatusCode::FORBIDDEN,
+                        "cross-site request or missing CSRF token; use the status page at admin.public_url",
+                    );
+                }
+                let Some(c) = self.find(name) else {
+                    return not_found();
+                };
+                match *action {
+                    "refresh" => self.refresh_tenant(c, id, from_page).await,
+                    _ => self.disconnect_tenant(c, id, from_page).await,
+                }
+            }
             (&Method::POST, ["webhooks", name]) => match self.find(name) {
                 Some(c) => {
                     let content_type = header(&parts.headers, "content-type");
@@ -174,6 +256,18 @@ impl Admin {
                 ],
             )
             | (_, ["oauth", "callback"])
+            | (_, ["connections", _, "install" | "tenants" | "page"])
+            | (_, ["connections", _, "tenants", _])
+            | (
+                _,
+                [
+                    "connections",
+                    _,
+                    "tenants",
+                    _,
+                    "installed" | "connect" | "refresh" | "disconnect",
+                ],
+            )
             | (_, ["webhooks", _]) => problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => not_found(),
         }
@@ -190,6 +284,13 @@ impl Admin {
             .iter()
             .filter_map(|c| {
                 let s = c.connection.snapshot();
+                if c.tenants.is_some() {
+                    // An app is ready when it can serve: a tenant needing authorization does
+                    // not make the pod unready (SPEC section 9).
+                    return (s.state == ConnState::Misconfigured).then(|| {
+                        json!({"name": c.connection.name, "state": s.state.as_str(), "last_error": s.last_error})
+                    });
+                }
                 let serving = matches!(
                     s.state,
                     ConnState::Connected | ConnState::Refreshing | ConnState::Degraded
@@ -266,6 +367,19 @@ impl Admin {
 /// A connection's public status: never a token.
 fn describe(c: &AdminConnection) -> Value {
     let s: Arc<TokenState> = c.connection.snapshot();
+    if let Some(tenants) = &c.tenants {
+        return json!({
+            "name": c.connection.name,
+            "provider": c.provider.as_str(),
+            "grant": c.grant.as_str(),
+            "state": s.state.as_str(),
+            "app_state": s.state.app_state(),
+            "last_error": s.last_error,
+            "tenants": tenants.counts(),
+            "tenant_count": tenants.len(),
+            "install_url": tenants.install_url(),
+        });
+    }
     json!({
         "name": c.connection.name,
         "provider": c.provider.as_str(),

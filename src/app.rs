@@ -19,6 +19,7 @@ use crate::ratelimit::Limiter;
 use crate::ratelimit::replicas::{Budget, keep_shares, replica_id};
 use crate::serve::{Drain, Gate, Workers, serve, serve_proxy};
 use crate::store::{self, Reach, StoreError, TokenStore};
+use crate::tenants::{Blueprint, Tenants};
 use crate::token::oauth::TokenEndpoint;
 use crate::token::refresher::{Grant, Refresher};
 use crate::token::{ConnState, Connection, TokenState};
@@ -122,7 +123,17 @@ impl App {
             admin_connections.push(AdminConnection::new(c, &proxy));
             app.connections.push(Arc::clone(&proxy.connection));
             app.proxies.push((c.name.clone(), addr));
-            app.refreshers.push(tokio::spawn(refresher.run()));
+            match (refresher, &proxy.tenants, &store) {
+                (Some(refresher), _, _) => app.refreshers.push(tokio::spawn(refresher.run())),
+                (None, Some(tenants), Some(store)) => {
+                    app.refreshers.push(tokio::spawn(crate::tenants::watch::run(
+                        Arc::clone(tenants),
+                        Arc::clone(store),
+                        shutdown_rx.clone(),
+                    )));
+                }
+                (None, _, _) => {}
+            }
             if let (Some(limiter), Some(limit)) = (&proxy.limiter, &c.rate_limit) {
                 budgets.push(Budget {
                     rps: limit.rps,
@@ -377,7 +388,7 @@ fn build_connection(
     client: upstream::HttpClient,
     problem: Option<String>,
     shared: Shared<'_>,
-) -> Result<(Proxy, Refresher), AppError> {
+) -> Result<(Proxy, Option<Refresher>), AppError> {
     let Shared {
         public_url,
         metrics,
@@ -395,27 +406,27 @@ fn build_connection(
     let (initial, endpoint, grant) = match (problem, &c.credentials, &c.token_url) {
         _ if let Some((initial, grant)) = configured => {
             let endpoint = match (&c.credentials, &c.token_url) {
-                (Ok(credentials), Some(token_url)) => Some(TokenEndpoint::new(
+                (Ok(credentials), Some(token_url)) => Some(Arc::new(TokenEndpoint::new(
                     token_url.clone(),
                     credentials.clone(),
                     c.client_auth,
                     &c.scopes,
                     client.clone(),
                     c.token_timeout,
-                )),
+                ))),
                 _ => None,
             };
             (initial, endpoint, grant)
         }
         (None, Ok(credentials), Some(token_url)) => {
-            let endpoint = TokenEndpoint::new(
+            let endpoint = Arc::new(TokenEndpoint::new(
                 token_url.clone(),
                 credentials.clone(),
                 c.client_auth,
                 &c.scopes,
                 client.clone(),
                 c.token_timeout,
-            );
+            ));
             let grant = match c.grant {
                 GrantKind::ClientCredentials => Grant::ClientCredentials,
                 // Until the refresher has read the store, requests wait for it.
@@ -433,13 +444,43 @@ fn build_connection(
             Grant::None,
         ),
     };
+    let store = if keeps_a_record(c) { store } else { None };
+    if let Some(settings) = &c.tenants {
+        // An app: its own cell only says whether it can serve; each tenant has a grant.
+        let app_metrics = metrics.app(&c.name);
+        let initial = match &endpoint {
+            Some(_) => TokenState::initial(ConnState::Connected, None),
+            None => initial,
+        };
+        let (connection, _no_commands) =
+            Connection::new(c.name.clone(), initial, c.token_wait, app_metrics.clone());
+        let blueprint = Blueprint {
+            endpoint,
+            revocation: c.revocation.clone(),
+            store,
+            skew: c.refresh_skew,
+            lock_wait: c.timeout,
+            token_wait: c.token_wait,
+            metrics: app_metrics,
+            shutdown,
+        };
+        let tenants = Tenants::new(
+            c,
+            settings.routing.clone(),
+            format!("{public_url}/connections/{}", c.name),
+            blueprint,
+            client.clone(),
+            settings.token_concurrency,
+        );
+        let proxy = proxy(c, connection, client, target, connect_url, Some(tenants));
+        return Ok((proxy, None));
+    }
     let (connection, commands) = Connection::new(
         c.name.clone(),
         initial,
         c.token_wait,
         metrics.connection(&c.name),
     );
-    let store = if keeps_a_record(c) { store } else { None };
     let refresher = Refresher::new(
         Arc::clone(&connection),
         commands,
@@ -452,8 +493,21 @@ fn build_connection(
         shutdown,
     )
     .with_keys(keys);
-    let proxy = Proxy {
+    let proxy = proxy(c, connection, client, target, connect_url, None);
+    Ok((proxy, Some(refresher)))
+}
+
+fn proxy(
+    c: &ConnectionConfig,
+    connection: Arc<Connection>,
+    client: upstream::HttpClient,
+    target: Target,
+    connect_url: String,
+    tenants: Option<Arc<Tenants>>,
+) -> Proxy {
+    Proxy {
         connection,
+        tenants,
         client,
         target,
         replay_body_limit: c.replay_body_limit,
@@ -466,8 +520,7 @@ fn build_connection(
         limits: Default::default(),
         limiter: c.rate_limit.as_ref().map(|r| Arc::new(Limiter::new(r))),
         key_header: c.keys.header.clone(),
-    };
-    Ok((proxy, refresher))
+    }
 }
 
 /// Refresh-token grants and delivered or migrated API keys live in the store; client

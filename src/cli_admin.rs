@@ -12,6 +12,72 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+/// The admin path of `NAME` or `NAME/TENANT` (a tenant of an app), or why it is not one.
+pub fn admin_path(name: &str) -> Result<String, String> {
+    match name.split_once('/') {
+        None => Ok(format!("/connections/{name}")),
+        Some((app, tenant)) if bearerd::tenants::valid_id(tenant) && !app.is_empty() => {
+            Ok(format!("/connections/{app}/tenants/{tenant}"))
+        }
+        Some(_) => Err(format!(
+            "`{name}` is not NAME or NAME/TENANT (a tenant id is [A-Za-z0-9._-], 1 to 64)"
+        )),
+    }
+}
+
+/// `bearerd status NAME [--state S]`: an app's tenants, every page of them.
+pub fn tenants(admin: &str, name: &str, state: Option<&str>) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
+    };
+    let base = format!("{}/connections/{name}/tenants", admin.trim_end_matches('/'));
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("limit", "200");
+        if let Some(state) = state {
+            query.append_pair("state", state);
+        }
+        if let Some(cursor) = &cursor {
+            query.append_pair("cursor", cursor);
+        }
+        let url = format!("{base}?{}", query.finish());
+        match runtime.block_on(call_any(Method::GET, &url)) {
+            Ok((status, answer)) if status.is_success() => {
+                all.extend(answer["tenants"].as_array().cloned().unwrap_or_default());
+                match answer["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_owned()),
+                    None => break,
+                }
+            }
+            Ok((status, _)) if status == http::StatusCode::NOT_FOUND => {
+                eprintln!(
+                    "bearerd: the daemon has no app named {name} (a connection with tenants)"
+                );
+                return ExitCode::from(1);
+            }
+            Ok((status, _)) => {
+                eprintln!("bearerd: {url} answered HTTP {status}");
+                return ExitCode::from(1);
+            }
+            Err(error) => {
+                eprintln!("bearerd: cannot reach the daemon at {url}: {error}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let rows: Vec<Value> = all
+        .into_iter()
+        .map(|mut t| {
+            t["name"] = t["id"].clone();
+            t
+        })
+        .collect();
+    print!("{}", table(&rows, SystemTime::now()));
+    ExitCode::SUCCESS
+}
+
 pub fn status(admin: &str) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::from(1);
@@ -37,10 +103,14 @@ pub fn disconnect(admin: &str, name: &str) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::from(1);
     };
-    let url = format!(
-        "{}/connections/{name}/disconnect",
-        admin.trim_end_matches('/')
-    );
+    let path = match admin_path(name) {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("bearerd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = format!("{}{path}/disconnect", admin.trim_end_matches('/'));
     match runtime.block_on(call(Method::POST, &url)) {
         Ok(answer) => {
             let report = &answer["report"];
@@ -67,7 +137,14 @@ pub fn refresh(admin: &str, name: &str) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::from(1);
     };
-    let url = format!("{}/connections/{name}/refresh", admin.trim_end_matches('/'));
+    let path = match admin_path(name) {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("bearerd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = format!("{}{path}/refresh", admin.trim_end_matches('/'));
     match runtime.block_on(call_any(Method::POST, &url)) {
         Ok((status, answer)) if answer.get("state").is_some() => {
             let state = answer["state"].as_str().unwrap_or("-");
@@ -99,8 +176,21 @@ pub fn connect(admin: &str, name: &str) -> ExitCode {
         return ExitCode::from(1);
     };
     let base = admin.trim_end_matches('/');
-    let url = format!("{base}/connections/{name}");
+    let path = match admin_path(name) {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("bearerd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = format!("{base}{path}");
     match runtime.block_on(call_any(Method::GET, &url)) {
+        Ok((status, answer)) if status.is_success() && answer.get("install_url").is_some() => {
+            println!("{name} is an app: each hotel installs itself. Send hotel staff to:");
+            println!("  {}", answer["install_url"].as_str().unwrap_or(""));
+            println!("(the Marketplace's Install App URL; add ?tenant=ID to name the tenant)");
+            ExitCode::SUCCESS
+        }
         Ok((status, answer)) if status.is_success() => {
             if answer["grant"] == "client_credentials" {
                 eprintln!(
@@ -110,7 +200,7 @@ pub fn connect(admin: &str, name: &str) -> ExitCode {
             }
             let state = answer["state"].as_str().unwrap_or("-");
             println!("{name} is {state}. To connect it, open this in a browser:");
-            println!("  {base}/connections/{name}/connect");
+            println!("  {base}{path}/connect");
             println!(
                 "(from another machine, use admin.public_url in place of {base}; the provider \
                  sends the browser back there)"
@@ -118,7 +208,12 @@ pub fn connect(admin: &str, name: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok((status, _)) if status == http::StatusCode::NOT_FOUND => {
-            eprintln!("bearerd: the daemon at {base} has no connection named {name}");
+            let what = if name.contains('/') {
+                "tenant"
+            } else {
+                "connection"
+            };
+            eprintln!("bearerd: the daemon at {base} has no {what} named {name}");
             ExitCode::from(1)
         }
         Ok((status, _)) => {
@@ -192,6 +287,15 @@ fn table(connections: &[Value], now: SystemTime) -> String {
         "LAST REFRESH".to_owned(),
         "LAST ERROR".to_owned(),
     ]];
+    let counts = |c: &Value| -> Option<String> {
+        let tenants = c.get("tenants")?.as_object()?;
+        let mut parts: Vec<String> = tenants
+            .iter()
+            .map(|(state, n)| format!("{} {}", n, state.replace('_', " ")))
+            .collect();
+        parts.sort_by_key(|p| !(p.contains("needs") || p.contains("misconfigured")));
+        Some(format!("tenants: {}", parts.join(", ")))
+    };
     for c in connections {
         let field = |key: &str| c.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
         let expires = c
@@ -211,7 +315,7 @@ fn table(connections: &[Value], now: SystemTime) -> String {
             field("state"),
             expires,
             if last.is_empty() { "-".into() } else { last },
-            field("last_error"),
+            counts(c).unwrap_or_else(|| field("last_error")),
         ]);
     }
     let widths: Vec<usize> = (0..5)

@@ -15,10 +15,30 @@ use bearerd::token::oauth::TokenEndpoint;
 use bearerd::{discovery, upstream};
 
 pub fn run(config: &Config, name: &str, force: bool) -> ExitCode {
-    let Some(connection) = config.connections.iter().find(|c| c.name == name) else {
-        eprintln!("bearerd: no connection named {name} in the config");
+    // `NAME/TENANT`: a tenant of app NAME, stored as its own record.
+    let (app, tenant) = match name.split_once('/') {
+        Some((app, tenant)) => (app, Some(tenant)),
+        None => (name, None),
+    };
+    let Some(connection) = config.connections.iter().find(|c| c.name == app) else {
+        eprintln!("bearerd: no connection named {app} in the config");
         return ExitCode::from(2);
     };
+    match (tenant, &connection.tenants) {
+        (Some(tenant), Some(_)) if !bearerd::tenants::valid_id(tenant) => {
+            eprintln!("bearerd: `{tenant}` is not a tenant id ([A-Za-z0-9._-], 1 to 64)");
+            return ExitCode::from(2);
+        }
+        (Some(_), None) => {
+            eprintln!("bearerd: {app} has no tenants: import it as {app}");
+            return ExitCode::from(2);
+        }
+        (None, Some(_)) => {
+            eprintln!("bearerd: {app} is an app: import a tenant's grant as {app}/TENANT");
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
     if connection.grant != GrantKind::AuthorizationCode {
         eprintln!(
             "bearerd: connection {name} uses client_credentials: it has no refresh token to import"

@@ -10,6 +10,7 @@ mod keys;
 mod preset;
 mod raw;
 mod secret;
+pub mod tenants;
 mod units;
 mod validate;
 
@@ -22,6 +23,7 @@ use ipnet::IpNet;
 use url::Url;
 
 pub use secret::SecretSource;
+pub use tenants::{TenantRouting, TenantsConfig};
 pub use units::{parse_duration, parse_size};
 
 use crate::secret::SecretString;
@@ -222,6 +224,8 @@ pub struct ConnectionConfig {
     pub rate_limit: Option<RateLimitConfig>,
     pub probe: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// `Some`: the connection is an app of many tenants (SPEC section 9).
+    pub tenants: Option<tenants::TenantsConfig>,
     /// API keys (SPEC section 10): how a key is sent and kept alive. Used by `grant =
     /// "api_key"` and by a connection whose refresh token was migrated to a key.
     pub keys: KeyConfig,

@@ -5,6 +5,7 @@
 //! and the provider's webhooks ([`webhook`]).
 
 pub mod pages;
+pub mod tenant_pages;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -27,6 +28,10 @@ pub const STATE_LIFETIME: Duration = Duration::from_secs(600);
 /// past the same-origin check, say) can neither block another connection's connect nor keep
 /// the operator's own newest flow from working.
 pub const MAX_PENDING_PER_CONNECTION: usize = 16;
+/// The same for an app's install flows, which hotel staff start from the Marketplace (many
+/// at once for a popular app). Bounded all the same: a flood evicts the oldest flows, never
+/// another app's, and costs at most this many small entries.
+pub const MAX_PENDING_INSTALLS: usize = 1024;
 
 /// What a connection needs to send a browser to the provider.
 #[derive(Debug, Clone)]
@@ -40,6 +45,8 @@ pub struct ConnectSettings {
 /// A flow between redirect and callback.
 pub struct Pending {
     pub connection: String,
+    /// An app's install: the tenant named up front (`?tenant=`), if any.
+    pub install: Option<Option<String>>,
     pub verifier: SecretString,
     pub redirect_uri: String,
     started: Instant,
@@ -67,6 +74,31 @@ pub struct ConnectFlows {
 impl ConnectFlows {
     /// Starts a flow: returns the provider URL to redirect the browser to.
     pub fn start(&self, connection: &str, settings: &ConnectSettings, now: Instant) -> Url {
+        self.begin(connection, settings, None, now)
+    }
+
+    /// Starts an app's install flow, for tenant `tenant` if it is named.
+    pub fn start_install(
+        &self,
+        app: &str,
+        settings: &ConnectSettings,
+        tenant: Option<String>,
+        now: Instant,
+    ) -> Url {
+        self.begin(app, settings, Some(tenant), now)
+    }
+
+    fn begin(
+        &self,
+        connection: &str,
+        settings: &ConnectSettings,
+        install: Option<Option<String>>,
+        now: Instant,
+    ) -> Url {
+        let cap = match install {
+            Some(_) => MAX_PENDING_INSTALLS,
+            None => MAX_PENDING_PER_CONNECTION,
+        };
         let state = random_token(32);
         let verifier = random_token(64);
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -89,9 +121,9 @@ impl ConnectFlows {
             .filter(|(_, p)| p.connection == connection)
             .map(|(state, p)| (p.started, state.clone()))
             .collect();
-        if mine.len() >= MAX_PENDING_PER_CONNECTION {
+        if mine.len() >= cap {
             mine.sort();
-            let excess = mine.len() + 1 - MAX_PENDING_PER_CONNECTION;
+            let excess = mine.len() + 1 - cap;
             for (_, state) in mine.into_iter().take(excess) {
                 pending.remove(&state);
             }
@@ -100,6 +132,7 @@ impl ConnectFlows {
             state,
             Pending {
                 connection: connection.to_owned(),
+                install,
                 verifier: SecretString::new(verifier),
                 redirect_uri: settings.redirect_uri.to_string(),
                 started: now,

@@ -36,6 +36,8 @@
 //! - [`connect`]: connect-flow state and PKCE, HTML pages, webhook parsing.
 //! - [`store`]: the token store trait; [`store::file`] (flock + atomic replace),
 //!   [`store::postgres`] (row lock, `NOTIFY`, migrations), [`store::seal`] (AES-256-GCM).
+//! - [`tenants`]: an app's tenants (one grant per hotel): the routing table read by both
+//!   request paths, the install flow's tenant ids, the store watcher.
 //! - [`demo`]: `bearerd demo`, the real bearerd in front of a simulated provider.
 //! - [`discovery`]: RFC 8414 / OpenID metadata for `issuer`.
 //! - [`metrics`]: every metric name, one owned registry.
@@ -62,5 +64,6 @@ pub mod scrub;
 pub mod secret;
 pub mod serve;
 pub mod store;
+pub mod tenants;
 pub mod token;
 pub mod upstream;

@@ -60,10 +60,11 @@ enum Command {
         #[arg(long, env = "BEARERD_CONFIG", default_value = "./bearerd.toml")]
         config: PathBuf,
     },
-    /// Redeem a refresh token read from standard input for connection NAME and store the
-    /// tokens the provider returns (nothing is stored if it rejects the token).
+    /// Redeem a refresh token read from standard input for connection NAME (or tenant
+    /// NAME/TENANT of an app) and store the tokens the provider returns (nothing is stored
+    /// if it rejects the token).
     Import {
-        /// The connection's name, as in the config.
+        /// The connection's name, as in the config, or NAME/TENANT.
         name: String,
         /// The config file (its store is written).
         #[arg(long, env = "BEARERD_CONFIG", default_value = "./bearerd.toml")]
@@ -73,9 +74,10 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Disconnect NAME on a running daemon (tells the provider, deletes the tokens).
+    /// Disconnect NAME (or NAME/TENANT, an app's tenant) on a running daemon (tells the
+    /// provider, deletes the tokens).
     Disconnect {
-        /// The connection's name, as in the config.
+        /// The connection's name, as in the config, or NAME/TENANT.
         name: String,
         /// The running daemon's admin listener.
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
@@ -90,17 +92,19 @@ enum Command {
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
-    /// Refresh NAME's token now on a running daemon (joins a refresh in flight).
+    /// Refresh NAME's (or NAME/TENANT's) token now on a running daemon (joins a refresh in
+    /// flight).
     Refresh {
-        /// The connection's name, as in the config.
+        /// The connection's name, as in the config, or NAME/TENANT.
         name: String,
         /// The running daemon's admin listener.
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
-    /// Print the URL that connects NAME (authorization code) in a browser.
+    /// Print the URL that connects NAME (authorization code), reconnects NAME/TENANT, or
+    /// installs a tenant of app NAME, in a browser.
     Connect {
-        /// The connection's name, as in the config.
+        /// The connection's name, as in the config, or NAME/TENANT.
         name: String,
         /// The running daemon's admin listener.
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
@@ -122,8 +126,14 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Show the connections of a running daemon.
+    /// Show the connections of a running daemon (apps with their tenant counts), or with
+    /// NAME the tenants of app NAME.
     Status {
+        /// An app whose tenants to list.
+        name: Option<String>,
+        /// With NAME: only tenants in this state (e.g. needs_authorization).
+        #[arg(long, requires = "name")]
+        state: Option<String>,
         /// The running daemon's admin listener.
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
@@ -135,7 +145,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config, cli.log_format),
         Command::Check { config } => check(&config),
-        Command::Status { admin } => cli_admin::status(&admin),
+        Command::Status {
+            name: None, admin, ..
+        } => cli_admin::status(&admin),
+        Command::Status {
+            name: Some(name),
+            state,
+            admin,
+        } => cli_admin::tenants(&admin, &name, state.as_deref()),
         Command::Demo {
             token_ttl,
             listen,

@@ -59,6 +59,7 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     rate_limit_wait: HistogramVec,
     upstream_throttled: IntCounterVec,
+    tenants: IntGaugeVec,
 }
 
 const REQUEST_BUCKETS: &[f64] = &[
@@ -157,6 +158,11 @@ impl Metrics {
                 "Upstream 429 answers (each pauses the connection's requests).",
                 &["connection"],
             )?,
+            tenants: gauge(
+                "bearerd_tenants",
+                "An app's tenants (SPEC section 9), by state.",
+                &["connection", "state"],
+            )?,
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -214,7 +220,18 @@ impl Metrics {
             rate_rejected: self.rate_limited.with_label_values(&[name, "rejected"]),
             rate_wait: self.rate_limit_wait.with_label_values(&[name]),
             throttled: self.upstream_throttled.with_label_values(&[name]),
+            tenant: None,
+            tenant_states: None,
         }
+    }
+
+    /// An app's handles: as [`Metrics::connection`], plus its tenant counts by state (at zero
+    /// from the start), which its tenants' handles ([`ConnectionMetrics::for_tenant`]) keep.
+    pub fn app(&self, name: &str) -> ConnectionMetrics {
+        let mut metrics = self.connection(name);
+        let gauges = ConnState::ALL.map(|s| self.tenants.with_label_values(&[name, s.as_str()]));
+        metrics.tenant_states = Some(std::sync::Arc::new(gauges));
+        metrics
     }
 
     pub fn store_operation(&self, op: &str, ok: bool) {
@@ -252,7 +269,14 @@ pub struct ConnectionMetrics {
     rate_rejected: IntCounter,
     rate_wait: prometheus::Histogram,
     pub throttled: IntCounter,
+    /// A tenant's handles: the state it is counted under in `bearerd_tenants` (an index into
+    /// [`ConnState::ALL`], or `NOT_COUNTED`).
+    tenant: Option<std::sync::Arc<std::sync::atomic::AtomicU8>>,
+    /// An app's `bearerd_tenants` gauges, by [`ConnState::ALL`].
+    tenant_states: Option<std::sync::Arc<[IntGauge; 7]>>,
 }
+
+const NOT_COUNTED: u8 = u8::MAX;
 
 impl ConnectionMetrics {
     pub fn request(&self, status: http::StatusCode, source: Source, elapsed: Duration) {
@@ -288,7 +312,36 @@ impl ConnectionMetrics {
 
     /// Mirrors a cell value into the gauges, the state as reported now (the refresher
     /// calls this again when a token expires).
+    /// Handles for one tenant of this app: the same counters (labelled with the app's name,
+    /// so cardinality stays bounded by apps), and its state counted in `bearerd_tenants`
+    /// instead of the per-connection gauges.
+    pub fn for_tenant(&self) -> ConnectionMetrics {
+        let mut metrics = self.clone();
+        metrics.tenant = Some(std::sync::Arc::new(std::sync::atomic::AtomicU8::new(
+            NOT_COUNTED,
+        )));
+        metrics
+    }
+
     pub fn publish(&self, state: &TokenState) {
+        if let (Some(last), Some(gauges)) = (&self.tenant, &self.tenant_states) {
+            let reported = state.reported_state(tokio::time::Instant::now());
+            let index = ConnState::ALL
+                .iter()
+                .position(|s| *s == reported)
+                .and_then(|i| u8::try_from(i).ok())
+                .unwrap_or(NOT_COUNTED);
+            let previous = last.swap(index, std::sync::atomic::Ordering::AcqRel);
+            if previous != index {
+                if let Some(gauge) = gauges.get(usize::from(previous)) {
+                    gauge.dec();
+                }
+                if let Some(gauge) = gauges.get(usize::from(index)) {
+                    gauge.inc();
+                }
+            }
+            return;
+        }
         let expiry = state
             .expires_at_wall
             .and_then(|at| at.duration_since(UNIX_EPOCH).ok())

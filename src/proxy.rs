@@ -9,6 +9,7 @@ pub mod h1;
 mod headers;
 pub(crate) mod limit;
 pub mod problem;
+pub mod route;
 pub(crate) mod signals;
 
 use std::error::Error as StdError;
@@ -39,7 +40,11 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 /// Per-connection proxy settings and handles. Cloned per worker, each with its own client.
 #[derive(Clone)]
 pub struct Proxy {
+    /// The connection's cell; for an app, the app's (its metrics and name), while each
+    /// request's token comes from the tenant it names ([`Proxy::tenants`]).
     pub connection: Arc<Connection>,
+    /// An app's tenants (SPEC section 9); `None` for a connection with one grant.
+    pub tenants: Option<Arc<crate::tenants::Tenants>>,
     pub client: HttpClient,
     pub target: Target,
     pub replay_body_limit: u64,
@@ -101,6 +106,7 @@ impl Proxy {
             return Err(ProxyError::BadRequest(headers::NAMES_FRAMING));
         }
         let (mut parts, body) = request.into_parts();
+        let granted = self.route_parts(&mut parts)?;
         let length = content_length(&parts)?;
         if let (Some(max), Some(length)) = (self.max_body, length)
             && length > max
@@ -111,7 +117,7 @@ impl Proxy {
             .target
             .uri(parts.uri.path_and_query())
             .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-        let token = self.connection.token().await?;
+        let token = granted.token().await?;
         let body = self.read_body(length, body).await?;
         if let Some(name) = &self.key_header {
             parts.headers.remove(name);
@@ -128,8 +134,8 @@ impl Proxy {
                 if rejected {
                     // The body is gone: the answer goes to the app, and a refresh starts if
                     // this token is still the current one.
-                    if self.count_unauthorized(&token) {
-                        self.connection.ask(token.generation, true);
+                    if self.count_unauthorized(granted.connection(), &token) {
+                        granted.connection().ask(token.generation, true);
                     }
                     self.connection.metrics.replay_not_replayable.inc();
                 }
@@ -147,10 +153,10 @@ impl Proxy {
                 if !rejected {
                     return Ok(response);
                 }
-                self.count_unauthorized(&token);
+                self.count_unauthorized(granted.connection(), &token);
                 // Joins (or starts) the refresh when `token` is current; returns the newer
                 // token at once when it was already superseded.
-                let newer = self.connection.newer_than(token.generation, true).await?;
+                let newer = granted.newer_than(token.generation, true).await?;
                 let mut request = Request::new(Either::Left(Full::new(bytes)));
                 *request.method_mut() = method;
                 *request.uri_mut() = uri;
@@ -205,10 +211,11 @@ impl Proxy {
         ))
     }
 
-    /// Counts an upstream 401 for `token`; true if `token` is still the current generation.
-    fn count_unauthorized(&self, token: &Token) -> bool {
+    /// Counts an upstream 401 for `token` of `grant`; true if `token` is still its current
+    /// generation.
+    fn count_unauthorized(&self, grant: &Connection, token: &Token) -> bool {
         let metrics = &self.connection.metrics;
-        let current = token.generation >= self.connection.generation();
+        let current = token.generation >= grant.generation();
         if current {
             metrics.unauthorized_current.inc();
         } else {

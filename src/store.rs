@@ -95,6 +95,9 @@ pub struct Record {
     pub credential: Credential,
     /// An API key's last known use (written now and then, not per request).
     pub last_used_at: Option<SystemTime>,
+    /// A tenant's record (`NAME/TENANT`): the tenant ids its grant serves (a Cloudbeds group
+    /// grant covers several properties). Empty: just the tenant's own id.
+    pub covers: Vec<String>,
 }
 
 /// The kind of credential a record holds.
@@ -171,6 +174,10 @@ pub trait TokenStore: Send + Sync {
     /// is settled (`settled_at`: delivered or given up).
     fn outbox_update<'a>(&'a self, entry: &'a OutboxEntry)
     -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The tenant ids of app `app` that have a record (`app/ID`), in no set order, each
+    /// with a stamp that changes whenever its record is written.
+    fn tenants<'a>(&'a self, app: &'a str)
+    -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>>;
     /// Withdraws this replica at a clean stop, so the others take its share at once.
     fn leave<'a>(&'a self, replica: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let _ = replica;
@@ -201,6 +208,8 @@ pub struct RecordJson {
     /// Unix seconds: an API key's last known use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covers: Vec<String>,
 }
 
 impl Record {
@@ -217,6 +226,7 @@ impl Record {
             updated_at: crate::metrics::unix_seconds(self.updated_at),
             credential: self.credential.stored().map(str::to_owned),
             last_used_at: self.last_used_at.map(crate::metrics::unix_seconds),
+            covers: self.covers.clone(),
         }
     }
 
@@ -268,6 +278,7 @@ impl Record {
             updated_at: at(json.updated_at),
             credential: Credential::from_stored(json.credential.as_deref())?,
             last_used_at: json.last_used_at.map(at),
+            covers: json.covers,
         })
     }
 }
@@ -416,6 +427,7 @@ pub async fn import(
         updated_at: SystemTime::now(),
         credential: Credential::Token,
         last_used_at: None,
+        covers: Vec::new(),
     };
     store.save(&record).await?;
     Ok(generation)

@@ -37,6 +37,9 @@ pub struct TokenSet {
     pub refresh_token: Option<SecretString>,
     pub expires_in: Option<Duration>,
     pub scope: Option<String>,
+    /// What the response says about the grant, without its tokens
+    /// ([`crate::tenants::ids::grant_facts`]): how the install flow learns a tenant's ids.
+    pub facts: Option<Box<serde_json::Value>>,
 }
 
 /// A credential ready for a request: the header it goes in (`Authorization`, or an API key's
@@ -169,6 +172,9 @@ pub struct Connection {
     /// An operator asked for a refresh whatever the current token.
     forced: AtomicBool,
     wake: Notify,
+    /// The store may hold a newer record (a tenant's registry says so; see
+    /// [`refresher::TenantLink`]).
+    stored: Notify,
     changed: watch::Sender<u64>,
     /// Longest a request waits for a refresh before it gets 503.
     wait_limit: Duration,
@@ -197,6 +203,7 @@ impl Connection {
             unauthorized: AtomicBool::new(false),
             forced: AtomicBool::new(false),
             wake: Notify::new(),
+            stored: Notify::new(),
             changed: watch::channel(0).0,
             wait_limit,
             metrics,
@@ -323,6 +330,11 @@ impl Connection {
         }
         self.wanted.fetch_max(failed + 1, Ordering::AcqRel);
         self.wake.notify_one();
+    }
+
+    /// Tells the refresher to re-read the store (a tenant's record changed).
+    pub fn stored_changed(&self) {
+        self.stored.notify_one();
     }
 
     /// The generation in the cell now.

@@ -164,6 +164,7 @@ fn record(generation: u64, refresh_token: &str) -> Record {
         updated_at: SystemTime::now(),
         credential: bearerd::store::Credential::Token,
         last_used_at: None,
+        covers: Vec::new(),
     }
 }
 

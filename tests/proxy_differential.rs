@@ -5,6 +5,9 @@
 //! got, or both refuse; and on either path no request reaches the upstream that the app did
 //! not send whole, and no answer reaches a request it was not the answer to.
 //!
+//! A second run does the same for an app (SPEC section 9) whose requests name their tenant
+//! in a header, missing, unknown, repeated or listed: both paths must route alike.
+//!
 //! `cargo test` runs a few thousand cases from a fresh seed; `BEARERD_DIFF_SEED=N` replays a
 //! run, `BEARERD_DIFF_CASES=50000` runs longer. A failure names the seed and the case.
 
@@ -36,22 +39,50 @@ struct Lane {
 }
 
 impl Lane {
-    /// With `key`, the connection holds that API key (SPEC section 10) instead of tokens.
-    async fn start(tokens: &TokenServer, runtime: &str, key: Option<&str>) -> Lane {
+    /// `tenants`: the connection is an app (`tenants = "header:X-Tenant"`) with one tenant,
+    /// `t1`, seeded in its store before start. With `key`, the connection holds that API
+    /// key (SPEC section 10) instead of tokens.
+    async fn start(tokens: &TokenServer, runtime: &str, tenants: bool, key: Option<&str>) -> Lane {
         let upstream = RawUpstream::start().await;
         // A short upstream timeout: a path that waits for bytes that never come shows as a
         // 504 instead of stalling the run.
-        let extra = format!("timeout = \"5s\"\n{runtime}");
-        let mut config = support::cc_config_for(NAME, tokens, &upstream.url(), &extra);
-        if let Some(key) = key {
-            config = config.replace(
+        let config = if tenants {
+            let dir = support::temp_store_dir("differential");
+            support::seed_store(&dir, &format!("{NAME}/t1"), &tokens.seed_grant()).await;
+            let extra = "timeout = \"5s\"\ntenants = \"header:X-Tenant\"";
+            let connection =
+                support::ac_config(NAME, "oauth2", tokens, &upstream.url(), &dir, extra);
+            // `[runtime]` must come after the connection's keys.
+            format!("{connection}\n{runtime}")
+        } else {
+            let extra = format!("timeout = \"5s\"\n{runtime}");
+            support::cc_config_for(NAME, tokens, &upstream.url(), &extra)
+        };
+        let config = match key {
+            Some(key) => config.replace(
                 "grant = \"client_credentials\"",
                 &format!(
                     "grant = \"api_key\"\napi_key = \"{key}\"\napi_key_header = \"X-Api-Key\""
                 ),
-            );
-        }
+            ),
+            None => config,
+        };
         let bearerd = Bearerd::start(&config).await;
+        if tenants {
+            let url = format!("{}/connections/{NAME}/tenants/t1", bearerd.admin);
+            support::eventually(
+                std::time::Duration::from_secs(10),
+                "tenant t1 connected",
+                || {
+                    let url = url.clone();
+                    async move {
+                        let answer = support::get(&url, None).await.ok()?;
+                        (answer.json()["state"] == "connected").then_some(())
+                    }
+                },
+            )
+            .await;
+        }
         Lane { upstream, bearerd }
     }
 
@@ -135,14 +166,20 @@ fn env_number(name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_request_paths_agree_on_generated_http1_traffic() {
-    differential(None, DEFAULT_CASES).await;
+    differential(false, None, DEFAULT_CASES).await;
+}
+
+/// The same for an app's requests, routed by a tenant header on both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_request_paths_agree_on_tenant_routing() {
+    differential(true, None, DEFAULT_CASES / 4).await;
 }
 
 /// The same guard with an API key in `X-Api-Key` instead of a bearer token: both paths send
 /// it alike, and never the app's own `Authorization`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_request_paths_agree_with_an_api_key() {
-    let seen = differential(Some(KEY), DEFAULT_CASES / 5).await;
+    let seen = differential(false, Some(KEY), DEFAULT_CASES / 5).await;
     assert!(seen > 0, "requests reached the upstream");
 }
 
@@ -150,7 +187,7 @@ const KEY: &str = "cbat_differential_key";
 
 /// Runs `default_cases` generated cases (unless `BEARERD_DIFF_CASES` says otherwise) through
 /// both paths; returns how many requests the upstreams saw.
-async fn differential(key: Option<&str>, default_cases: usize) -> usize {
+async fn differential(tenants: bool, key: Option<&str>, default_cases: usize) -> usize {
     let seed = env_number("BEARERD_DIFF_SEED").unwrap_or_else(|| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         now.map(|d| d.as_nanos() as u64).unwrap_or(1)
@@ -160,13 +197,13 @@ async fn differential(key: Option<&str>, default_cases: usize) -> usize {
     eprintln!("differential: {replay}");
 
     let tokens = TokenServer::start(TokenServerConfig::default()).await;
-    let fast = Lane::start(&tokens, "", key).await;
-    let hyper = Lane::start(&tokens, "[runtime]\nfast_path = false\n", key).await;
+    let fast = Lane::start(&tokens, "", tenants, key).await;
+    let hyper = Lane::start(&tokens, "[runtime]\nfast_path = false\n", tenants, key).await;
     let mut rng = Rng::new(seed);
     let mut cases = Vec::with_capacity(count);
     let mut mutations: HashMap<&str, usize> = HashMap::new();
     for index in 0..count {
-        let case = generate::case(&mut rng, index);
+        let case = generate::case_for(&mut rng, index, tenants);
         for request in &case.requests {
             *mutations.entry(request.mutation).or_default() += 1;
             *mutations.entry(request.answer.mutation).or_default() += 1;

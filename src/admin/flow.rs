@@ -38,6 +38,10 @@ impl Admin {
             };
             return html(StatusCode::CONFLICT, pages::problem("Cannot connect", &why));
         };
+        if c.tenants.is_some() {
+            // An app has no grant of its own: connecting it installs a tenant.
+            return self.install(c, None);
+        }
         let now = Instant::now();
         let url = self.flows.start(&c.connection.name, settings, now);
         let (done, published) = oneshot::channel();
@@ -83,6 +87,10 @@ impl Admin {
                 pages::problem("Not connected", "that connection no longer exists"),
             );
         };
+        if let Some(tenants) = &c.tenants {
+            let hint = pending.install.clone().flatten();
+            return self.finish_install(c, tenants, pending, code, hint).await;
+        }
         // Everything this path knows that must never be shown, whatever the provider echoes.
         let known = [
             c.client_secret.clone(),
@@ -129,8 +137,23 @@ impl Admin {
     }
 
     pub(super) async fn disconnect(&self, c: &AdminConnection, from_page: bool) -> AdminResponse {
+        let response = self.disconnect_cell(c, &c.connection, from_page).await;
+        if from_page {
+            return redirect(StatusCode::SEE_OTHER, "/");
+        }
+        response
+    }
+
+    /// Disconnects `connection` (the connection's own cell, or one of its tenants') and
+    /// answers with the report.
+    pub(super) async fn disconnect_cell(
+        &self,
+        c: &AdminConnection,
+        connection: &Connection,
+        from_page: bool,
+    ) -> AdminResponse {
         let report = disconnect(
-            &c.connection,
+            connection,
             true,
             "disconnected from the admin listener",
             EXCHANGE_WAIT,

@@ -40,10 +40,14 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// Longest a confirmed disconnect waits for the refresher (which may be in a token request).
 const DISCONNECT_WAIT: Duration = Duration::from_secs(300);
 
+const DISABLED: &str = "getAppState answered disabled";
+
 /// How a confirmation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Disconnected,
+    /// A group grant stopped serving the property; it keeps serving the others.
+    Uncovered,
     /// The provider did not confirm the event; nothing changed.
     NotConfirmed(String),
     /// Confirmed, but the refresher did not carry out the disconnect (shutting down).
@@ -171,15 +175,19 @@ impl Admin {
         let Some(property) = event.property_id else {
             return ignored("the event names no propertyID");
         };
-        let state = c.connection.snapshot().state;
+        // An app's event is about the tenant whose grant serves the property (SPEC 9).
+        let connection = match &c.tenants {
+            None => Arc::clone(&c.connection),
+            Some(tenants) => match tenants.serving(&property) {
+                Some(tenant) => tenant,
+                None => return ignored("no tenant of this app serves that propertyID"),
+            },
+        };
+        let state = connection.snapshot().state;
         if state.is_dead_end() {
             return ignored(&format!("the connection is already {}", state.as_str()));
         }
-        let work = confirm(
-            Arc::clone(&c.connection),
-            Arc::clone(check),
-            property.clone(),
-        );
+        let work = confirm(connection, Arc::clone(check), property.clone());
         let name = &c.connection.name;
         let joined = self
             .confirmations
@@ -202,6 +210,10 @@ impl Admin {
             Some(Verdict::Disconnected) => {
                 json_response(StatusCode::OK, &json!({"result": "disconnected"}))
             }
+            Some(Verdict::Uncovered) => json_response(
+                StatusCode::OK,
+                &json!({"result": "property_removed", "reason": "the group grant keeps serving its other properties"}),
+            ),
             Some(Verdict::NotConfirmed(reason)) => {
                 ignored(&format!("the provider did not confirm the event: {reason}"))
             }
@@ -233,7 +245,7 @@ async fn confirm(
         }
     };
     let why = match check.ask(&property, &token).await {
-        Answer::Disabled => "getAppState answered disabled",
+        Answer::Disabled => DISABLED,
         // Only the token in use: one replaced meanwhile says nothing about the grant.
         Answer::TokenRejected if connection.generation() == token.generation => {
             "the provider rejected the access token"
@@ -248,7 +260,21 @@ async fn confirm(
             return Verdict::NotConfirmed(reason);
         }
     };
-    tracing::info!(connection = %name, %property, why, "app-state event confirmed; disconnecting");
+    tracing::info!(connection = %name, %property, why, "app-state event confirmed");
+    // A group grant stops serving just this property; any other grant, or one whose token
+    // the provider rejected, is disconnected.
+    let (reply, serving) = oneshot::channel();
+    let disabled = why == DISABLED;
+    let uncover = Command::Uncover {
+        id: property.clone(),
+        reply,
+    };
+    if disabled && !connection.command(uncover).await {
+        return Verdict::Failed("bearerd is shutting down".into());
+    }
+    if disabled && let Ok(Ok(true)) = tokio::time::timeout(DISCONNECT_WAIT, serving).await {
+        return Verdict::Uncovered;
+    }
     let (reply, report) = oneshot::channel();
     let command = Command::Disconnect {
         notify_provider: false,

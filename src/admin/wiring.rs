@@ -92,6 +92,7 @@ impl AdminConnection {
             client_secret,
             probe,
             app_state,
+            tenants: proxy.tenants.clone(),
         }
     }
 }

@@ -98,4 +98,10 @@ pub struct RawConnection {
     pub api_key_header: Option<String>,
     /// Idle time after which a key gets one cheap authenticated call.
     pub keepalive: Option<String>,
+    /// `"header:NAME"` or `"path"`: the connection is an app with many tenants (SPEC 9).
+    pub tenants: Option<String>,
+    /// oauth2 apps: a JSON pointer into the token response (or its id_token's claims).
+    pub tenant_claim: Option<String>,
+    /// Token requests in flight at once for one app's tenants.
+    pub token_concurrency: Option<u32>,
 }

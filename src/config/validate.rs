@@ -13,6 +13,7 @@ use url::Url;
 use super::keys::{RawKeys, keys};
 use super::preset::preset;
 use super::raw::{RawAdmin, RawConfig, RawConnection, RawLimits, RawNotify, RawStore};
+use super::tenants::{self, TenantsConfig};
 use super::{
     AdminConfig, ClientAuth, Config, ConfigError, ConnectionConfig, Credentials, GrantKind, Limits,
     NotifyConfig, Over, Problem, Provider, RateLimitConfig, RateScope, Revocation, RuntimeConfig,
@@ -278,7 +279,7 @@ fn store(raw: Option<RawStore>, problems: &mut Problems) -> Option<StoreConfig> 
 
 fn connection(
     key: &str,
-    raw: RawConnection,
+    mut raw: RawConnection,
     public_url: Option<&str>,
     problems: &mut Problems,
 ) -> Option<ConnectionConfig> {
@@ -408,6 +409,11 @@ fn connection(
         }
     }
 
+    let app_settings = (
+        raw.tenants.take(),
+        raw.tenant_claim.take(),
+        raw.token_concurrency.take(),
+    );
     let rate_limit = raw
         .rate_limit
         .map(|value| rate_limit(&k("rate_limit"), &value, problems));
@@ -507,6 +513,7 @@ fn connection(
         }
     };
     let credentials = credentials(key, raw.client_id.as_ref(), raw.client_secret.as_ref());
+    let tenants = app(key, app_settings, grant, provider, problems);
     if problems.0.len() > before {
         return None;
     }
@@ -536,6 +543,50 @@ fn connection(
         probe: raw.probe,
         ca_file: raw.ca_file,
         keys: keys?,
+        tenants,
+    })
+}
+
+/// `tenants`, `tenant_claim`, `token_concurrency`: the app settings of SPEC section 9.
+fn app(
+    key: &str,
+    (tenants, tenant_claim, token_concurrency): (Option<String>, Option<String>, Option<u32>),
+    grant: GrantKind,
+    provider: Provider,
+    problems: &mut Problems,
+) -> Option<TenantsConfig> {
+    let k = |field: &str| format!("{key}.{field}");
+    let Some(value) = &tenants else {
+        for (field, set) in [
+            ("tenant_claim", tenant_claim.is_some()),
+            ("token_concurrency", token_concurrency.is_some()),
+        ] {
+            if set {
+                problems.add(k(field), "only for an app: set `tenants` too");
+            }
+        }
+        return None;
+    };
+    let routing = problems.check(k("tenants"), tenants::routing(value));
+    let claim = tenant_claim
+        .as_deref()
+        .and_then(|c| problems.check(k("tenant_claim"), tenants::claim(c)));
+    problems.check(
+        k("tenants"),
+        tenants::check_grant(grant, provider, tenant_claim.as_deref()),
+    );
+    let token_concurrency = match token_concurrency {
+        Some(0) => {
+            problems.add(k("token_concurrency"), "must be at least 1");
+            None
+        }
+        Some(n) => Some(n),
+        None => Some(tenants::DEFAULT_TOKEN_CONCURRENCY),
+    };
+    Some(TenantsConfig {
+        routing: routing?,
+        claim,
+        token_concurrency: token_concurrency?,
     })
 }
 

@@ -48,7 +48,7 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     page_with(title, body, "")
 }
 
@@ -56,7 +56,7 @@ fn page(title: &str, body: &str) -> String {
 /// and being refreshed, and a state change, without anyone pressing reload.
 const STATUS_RELOAD_SECONDS: u32 = 5;
 
-fn page_with(title: &str, body: &str, head: &str) -> String {
+pub(crate) fn page_with(title: &str, body: &str, head: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{head}\

@@ -39,10 +39,15 @@
 //! **Refused by the fast path** (problem+json, then close): a `Connection` option naming
 //! `Content-Length`, `Transfer-Encoding` or `Host` (400; dropping one as hop-by-hop while
 //! still framing by it is the smuggling shape of issue 10; the hyper path refuses it the same
-//! way in [`Proxy::handle`]), a missing or repeated `Host` (400), a head over 64 KiB (431), a
+//! way in [`Proxy::handle`]), a missing or repeated `Host` (400), an app's tenant header
+//! given twice (400, as [`super::route`] refuses it on hyper's path), a head over 64 KiB (431), a
 //! body that stalls `client_body_timeout` (408). A head still incomplete at
 //! `client_header_timeout`, or no next request within `client_idle_timeout`, closes the
 //! connection without an answer.
+//!
+//! **Tenants** (an app, SPEC section 9): the tenant key is found while parsing (the
+//! header's value, forwarded as it is, or the first path segment, which the upstream's
+//! request line leaves out) and routed by [`super::route`], the same code hyper's path uses.
 //!
 //! **Answers** ([`response`]): `Connection` naming a framing field, disagreeing or malformed
 //! `Content-Length` values, a coding on an HTTP/1.0 answer, or a head that does not parse are
@@ -80,10 +85,11 @@ use tokio::time::{Instant, Sleep};
 use super::Proxy;
 use super::problem::{ProblemContext, ProxyError};
 use crate::config::Limits;
+use crate::config::TenantRouting;
 use crate::metrics::Source;
 use crate::serve::stopped;
 use exchange::answer;
-use request::{BodyLimit, Parsed, Rewrite, UpstreamHead};
+use request::{BodyLimit, Parsed, Rewrite, TenantKey, UpstreamHead};
 
 pub use pool::Pool;
 
@@ -149,6 +155,11 @@ pub async fn serve(
     let rewrite = Rewrite {
         base_path: proxy.target.base_path(),
         host: host.as_bytes(),
+        tenant: match proxy.tenants.as_deref().map(|t| &t.routing) {
+            None => TenantKey::None,
+            Some(TenantRouting::Header(name)) => TenantKey::Header(name.as_str().as_bytes()),
+            Some(TenantRouting::Path) => TenantKey::Path,
+        },
     };
     loop {
         let mut head_due = None;
@@ -220,7 +231,8 @@ pub async fn serve(
             }
         }
         let body = &input[request.head_len..total];
-        let (keep, finished) = answer(app, proxy, pool, &mut scratch, body, &request).await;
+        let tenant = request.tenant.clone().map(|at| &input[at]);
+        let (keep, finished) = answer(app, proxy, pool, &mut scratch, body, tenant, &request).await;
         idle_until = finished + limits.client_idle_timeout;
         input.advance(total);
         if !keep || request.close || *shutdown.borrow() {

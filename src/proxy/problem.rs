@@ -32,6 +32,17 @@ pub enum ProxyError {
     Forbidden,
     #[error("over the upstream rate limit; retry in {0:?}")]
     RateLimited(Duration),
+    /// An app's request that names no tenant (the text says how to name one).
+    #[error("{0}")]
+    NoTenant(String),
+    #[error("tenant {tenant} is not installed; install it at {install_url}")]
+    UnknownTenant { tenant: String, install_url: String },
+    #[error("tenant {tenant} has no usable token ({}); reconnect it at {connect_url}", state.as_str())]
+    TenantNotConnected {
+        tenant: String,
+        state: ConnState,
+        connect_url: String,
+    },
 }
 
 impl From<TokenError> for ProxyError {
@@ -50,6 +61,7 @@ impl ProxyError {
     pub fn log(&self, connection: &str) {
         match self {
             Self::NotConnected { .. }
+            | Self::TenantNotConnected { .. }
             | Self::TokenUnavailable { .. }
             | Self::Unreachable(_)
             | Self::Timeout(_) => {
@@ -60,6 +72,8 @@ impl ProxyError {
             | Self::BodyTimeout(_)
             | Self::HeadTooLarge(_)
             | Self::Forbidden
+            | Self::NoTenant(_)
+            | Self::UnknownTenant { .. }
             | Self::RateLimited(_) => {
                 tracing::debug!(connection, error = %self, "refused an app request");
             }
@@ -146,6 +160,13 @@ impl ProxyError {
                 None,
             ),
             Self::Forbidden => (StatusCode::FORBIDDEN, "Forbidden", None),
+            Self::NoTenant(_) => (StatusCode::BAD_REQUEST, "No tenant named", None),
+            Self::UnknownTenant { .. } => (StatusCode::NOT_FOUND, "Unknown tenant", None),
+            Self::TenantNotConnected { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Tenant not connected",
+                None,
+            ),
             Self::RateLimited(retry_after) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Over the upstream rate limit",
@@ -169,13 +190,16 @@ impl ProxyError {
             ),
             other => other.to_string(),
         };
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": "about:blank",
             "title": title,
             "status": status.as_u16(),
             "detail": detail,
             "connection": context.connection,
         });
+        if let Self::UnknownTenant { tenant, .. } | Self::TenantNotConnected { tenant, .. } = self {
+            body["tenant"] = serde_json::Value::String(tenant.clone());
+        }
         Problem {
             status,
             retry_after,

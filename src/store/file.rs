@@ -77,13 +77,42 @@ impl FileStore {
         Ok(migrated)
     }
 
+    /// `DIR/NAME.json`; a tenant's `NAME/TENANT` is `DIR/NAME/TENANT.json`.
     pub fn record_path(&self, connection: &str) -> PathBuf {
-        self.dir.join(format!("{connection}.json"))
+        let (dir, stem) = self.place(connection);
+        dir.join(format!("{stem}.json"))
     }
 
     /// The temp file a save writes before renaming it over the record.
     pub fn temp_path(&self, connection: &str) -> PathBuf {
-        self.dir.join(format!(".{connection}.json.tmp"))
+        let (dir, stem) = self.place(connection);
+        dir.join(format!(".{stem}.json.tmp"))
+    }
+
+    /// The directory of a record and its file name without extension. Names are checked
+    /// before they get here (connection names by the config, tenant ids by
+    /// [`crate::tenants::valid_id`]); anything that could leave the store directory is
+    /// confined to a harmless name all the same.
+    fn place<'a>(&self, connection: &'a str) -> (PathBuf, &'a str) {
+        match connection.split_once('/') {
+            Some((app, tenant)) if safe_part(app) && safe_part(tenant) => {
+                (self.dir.join(app), tenant)
+            }
+            _ if safe_part(connection) => (self.dir.clone(), connection),
+            _ => (self.dir.clone(), "invalid-name"),
+        }
+    }
+
+    /// Creates (mode 0700) the directory a tenant's record lives in.
+    fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+        if dir.exists() {
+            return Ok(());
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_error(dir))
     }
 
     fn count(&self, op: &str, ok: bool) {
@@ -208,12 +237,13 @@ impl TokenStore for FileStore {
 
     fn save<'a>(&'a self, record: &'a Record) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let dir = self.dir.clone();
+            let dir = self.place(&record.connection).0;
             let temp = self.temp_path(&record.connection);
             let path = self.record_path(&record.connection);
             let record = record.clone();
             let sealer = self.sealer.clone();
             let result = tokio::task::spawn_blocking(move || {
+                Self::ensure_dir(&dir)?;
                 write_record(&dir, &temp, &path, &record, sealer.as_deref())
             })
             .await
@@ -229,8 +259,12 @@ impl TokenStore for FileStore {
         wait: Duration,
     ) -> BoxFuture<'a, Result<Box<dyn StoreLock>, StoreError>> {
         Box::pin(async move {
-            let path = self.dir.join(format!("{connection}.lock"));
-            let result = lock_file(&path, wait).await;
+            let (dir, stem) = self.place(connection);
+            let path = dir.join(format!("{stem}.lock"));
+            let result = match Self::ensure_dir(&dir) {
+                Ok(()) => lock_file(&path, wait).await,
+                Err(error) => Err(error),
+            };
             self.count("lock", result.is_ok());
             result.map(|file| Box::new(FileLock { _file: file }) as Box<dyn StoreLock>)
         })
@@ -238,6 +272,20 @@ impl TokenStore for FileStore {
 
     fn poll_interval(&self) -> Duration {
         Duration::from_secs(2)
+    }
+
+    fn tenants<'a>(
+        &'a self,
+        app: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(async move {
+            let dir = self.dir.join(app);
+            let result = tokio::task::spawn_blocking(move || list_records(&dir))
+                .await
+                .unwrap_or_else(|e| Err(join_error(e)));
+            self.count("load", result.is_ok());
+            result
+        })
     }
 
     fn outbox_put<'a>(&'a self, entry: &'a OutboxEntry) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -258,6 +306,40 @@ impl TokenStore for FileStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move { self.outbox.put(entry, true) })
     }
+}
+
+/// A path component that stays inside its directory: not empty, no `/`, no leading `.`.
+fn safe_part(part: &str) -> bool {
+    !part.is_empty() && !part.contains('/') && !part.starts_with('.')
+}
+
+/// The stems of `DIR/*.json` (temp files start with `.` and are skipped) with their
+/// modification times in nanoseconds; none if `dir` does not exist.
+fn list_records(dir: &Path) -> Result<Vec<(String, u64)>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(dir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".json")
+            && safe_part(stem)
+        {
+            // A rename replaces the file: its modification time is the last save's.
+            let stamp = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            names.push((stem.to_owned(), stamp));
+        }
+    }
+    Ok(names)
 }
 
 /// Polls `try_lock` so that no thread blocks in `flock` while another process refreshes.
@@ -318,6 +400,7 @@ mod tests {
             updated_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000),
             credential: crate::store::Credential::Token,
             last_used_at: None,
+            covers: Vec::new(),
         }
     }
 

@@ -202,7 +202,7 @@ impl PgStore {
         let row = client
             .query_opt(
                 "SELECT version, generation, access_token, expires_at, refresh_token, scope, \
-                 state, updated_at, credential, last_used_at FROM bearerd_tokens \
+                 state, updated_at, covers, credential, last_used_at FROM bearerd_tokens \
                  WHERE name = $1 AND state IS NOT NULL",
                 &[&name],
             )
@@ -219,7 +219,7 @@ impl PgStore {
         let generation: i64 = row.try_get(1).map_err(db_error("load"))?;
         let expires_at: Option<SystemTime> = row.try_get(3).map_err(db_error("load"))?;
         let updated_at: SystemTime = row.try_get(7).map_err(db_error("load"))?;
-        let last_used_at: Option<SystemTime> = row.try_get(9).map_err(db_error("load"))?;
+        let last_used_at: Option<SystemTime> = row.try_get(10).map_err(db_error("load"))?;
         Ok(Some(RecordJson {
             version: u32::try_from(version).map_err(|_| corrupt("negative version"))?,
             connection: name.to_owned(),
@@ -230,7 +230,12 @@ impl PgStore {
             scope: row.try_get(5).map_err(db_error("load"))?,
             state: row.try_get(6).map_err(db_error("load"))?,
             updated_at: unix_seconds(updated_at),
-            credential: row.try_get(8).map_err(db_error("load"))?,
+            covers: row
+                .try_get::<_, Option<String>>(8)
+                .map_err(db_error("load"))?
+                .map(|c| c.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            credential: row.try_get(9).map_err(db_error("load"))?,
             last_used_at: last_used_at.map(unix_seconds),
         }))
     }
@@ -298,6 +303,44 @@ impl TokenStore for PgStore {
 
     fn poll_interval(&self) -> Duration {
         Duration::from_secs(10)
+    }
+
+    fn tenants<'a>(
+        &'a self,
+        app: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(async move {
+            let result = async {
+                self.ensure_schema().await?;
+                let client = self.client(OP_WAIT).await?;
+                let prefix = format!("{app}/");
+                let rows = client
+                    .query(
+                        "SELECT name, generation, updated_at FROM bearerd_tokens \
+                         WHERE state IS NOT NULL AND left(name, length($1)) = $1",
+                        &[&prefix],
+                    )
+                    .await
+                    .map_err(db_error("load"))?;
+                let mut ids = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let name: String = row.try_get(0).map_err(db_error("load"))?;
+                    let generation: i64 = row.try_get(1).map_err(db_error("load"))?;
+                    let updated: SystemTime = row.try_get(2).map_err(db_error("load"))?;
+                    let micros = updated
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as u64);
+                    let stamp = (generation as u64).rotate_left(40) ^ micros;
+                    if let Some(id) = name.strip_prefix(&prefix) {
+                        ids.push((id.to_owned(), stamp));
+                    }
+                }
+                Ok(ids)
+            }
+            .await;
+            self.count("load", &result);
+            result
+        })
     }
 
     fn changes(&self) -> Option<broadcast::Receiver<String>> {

@@ -84,6 +84,7 @@ pub async fn import(
         updated_at: wall,
         credential: Credential::Token,
         last_used_at: None,
+        covers: Vec::new(),
     };
     save(store, &record).await?;
     Ok(record.generation)

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::oauth::TokenEndpoint;
 use super::schedule::Backoff;
 use super::state::ConnState;
-use super::{Connection, TokenState};
+use super::{Connection, TokenSet, TokenState};
 use crate::config::Revocation;
 use crate::metrics::Trigger;
 use crate::secret::SecretString;
@@ -57,6 +57,18 @@ pub enum Command {
         redirect_uri: String,
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// A tenant's new grant from the install flow (its tokens already redeemed), serving
+    /// `covers`; replies with the new generation.
+    Install {
+        set: Box<TokenSet>,
+        covers: Vec<String>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// A group grant stops serving one tenant id; replies false if that was its last.
+    Uncover {
+        id: String,
+        reply: oneshot::Sender<bool>,
+    },
     /// Delete the tokens (telling the provider first if `notify_provider`).
     Disconnect {
         notify_provider: bool,
@@ -86,7 +98,7 @@ pub struct Refresher {
     /// While a connect flow is under way: when to give up on it, and the state to go back to.
     authorizing: Option<(Instant, ConnState)>,
     /// `None` when the credentials could not be read: the connection stays misconfigured.
-    endpoint: Option<TokenEndpoint>,
+    endpoint: Option<Arc<TokenEndpoint>>,
     grant: Grant,
     /// Where refresh-token grants persist; `None` for client_credentials.
     store: Option<Arc<dyn TokenStore>>,
@@ -102,8 +114,23 @@ pub struct Refresher {
     answer_lost: bool,
     /// API keys: how they are sent and kept alive, and the keep-alive's bookkeeping.
     keys: KeyRuntime,
+    /// A tenant's record: the ids its grant serves (empty: its own id).
+    covers: Vec<String>,
+    /// Set for a tenant of an app.
+    tenant: Option<Arc<TenantLink>>,
     shutdown: watch::Receiver<bool>,
 }
+
+/// What an app shares with each of its tenants' refreshers (SPEC section 9).
+pub struct TenantLink {
+    /// Token requests in flight at once for the app (`token_concurrency`).
+    pub permits: tokio::sync::Semaphore,
+    /// Told the tenant record's name and the ids its grant serves whenever they change.
+    pub on_covers: CoversHook,
+}
+
+/// See [`TenantLink::on_covers`].
+pub type CoversHook = Box<dyn Fn(&str, &[String]) + Send + Sync>;
 
 /// Persisted `state` values that mean "do not redeem until the grant changes".
 const DEAD_STATES: [ConnState; 2] = [ConnState::NeedsAuthorization, ConnState::Disconnected];
@@ -114,7 +141,7 @@ impl Refresher {
         connection: Arc<Connection>,
         commands: mpsc::Receiver<Command>,
         revocation: Revocation,
-        endpoint: Option<TokenEndpoint>,
+        endpoint: Option<Arc<TokenEndpoint>>,
         grant: Grant,
         store: Option<Arc<dyn TokenStore>>,
         skew: Option<Duration>,
@@ -136,6 +163,8 @@ impl Refresher {
             retry_trigger: None,
             answer_lost: false,
             keys: KeyRuntime::default(),
+            covers: Vec::new(),
+            tenant: None,
             shutdown,
         }
     }
@@ -144,6 +173,26 @@ impl Refresher {
     pub fn with_keys(mut self, settings: KeySettings) -> Self {
         self.keys = KeyRuntime::new(settings);
         self
+    }
+
+    /// Makes this the refresher of a tenant: the app's registry tells it when the store
+    /// changed (it neither polls nor listens itself), and token requests take one of the
+    /// app's permits.
+    pub fn for_tenant(mut self, link: Arc<TenantLink>, covers: Vec<String>) -> Self {
+        self.tenant = Some(link);
+        self.covers = covers;
+        self
+    }
+
+    /// Records the ids the grant serves and tells the app's registry if they changed.
+    fn set_covers(&mut self, covers: Vec<String>) {
+        if covers == self.covers {
+            return;
+        }
+        self.covers = covers;
+        if let Some(link) = &self.tenant {
+            (link.on_covers)(&self.connection.name, &self.covers);
+        }
     }
 
     /// Runs until shutdown.
@@ -157,11 +206,21 @@ impl Refresher {
 
     async fn run_loop(mut self) {
         self.startup().await;
-        let poll_every = self.store.as_ref().map(|s| s.poll_interval());
+        // A tenant's registry watches the store for all of its tenants.
+        let own_watch = self.tenant.is_none();
+        let poll_every = self
+            .store
+            .as_ref()
+            .filter(|_| own_watch)
+            .map(|s| s.poll_interval());
         let mut poll = tokio::time::interval(poll_every.unwrap_or(Duration::from_secs(3600)));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
-        let mut changes = self.store.as_ref().and_then(|s| s.changes());
+        let mut changes = self
+            .store
+            .as_ref()
+            .filter(|_| own_watch)
+            .and_then(|s| s.changes());
         let mut shutdown = self.shutdown.clone();
         loop {
             let wake_at = self.wake_at();
@@ -181,6 +240,10 @@ impl Refresher {
                 }
                 Some(command) = self.commands.recv() => self.on_command(command).await,
                 _ = self.connection.wake.notified() => self.on_wake().await,
+                _ = self.connection.stored.notified() => {
+                    let loaded = self.adopt_if_newer().await;
+                    self.settle_if_unconnected(loaded);
+                }
                 _ = poll.tick(), if poll_every.is_some() => {
                     let loaded = self.adopt_if_newer().await;
                     self.settle_if_unconnected(loaded);

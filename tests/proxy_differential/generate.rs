@@ -76,9 +76,14 @@ pub fn tag(case: usize, k: usize) -> String {
     format!("<<c{case}a{k}>>")
 }
 
-pub fn case(rng: &mut Rng, index: usize) -> Case {
+/// A case; with `tenants`, its requests also name a tenant in `X-Tenant` (or fail to:
+/// missing, unknown, twice, a list), for an app with `tenants = "header:X-Tenant"` whose
+/// one tenant is `t1`.
+pub fn case_for(rng: &mut Rng, index: usize, tenants: bool) -> Case {
     let count = 1 + rng.below(3);
-    let mut requests: Vec<Req> = (0..count).map(|k| request(rng, index, k)).collect();
+    let mut requests: Vec<Req> = (0..count)
+        .map(|k| request(rng, index, k, tenants))
+        .collect();
     // Requests a parser might wait on forever are sent alone, then the app hangs up.
     let waits = requests
         .iter()
@@ -125,7 +130,7 @@ const REQUEST_MUTATIONS: [&str; 22] = [
     "chunk-bare-lf-trailer",
 ];
 
-fn request(rng: &mut Rng, case: usize, k: usize) -> Req {
+fn request(rng: &mut Rng, case: usize, k: usize, tenants: bool) -> Req {
     let path = format!("/c{case}/{k}");
     let method = rng.pick(&["GET", "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]);
     let has_body = matches!(method, "POST" | "PUT" | "PATCH");
@@ -170,6 +175,19 @@ fn request(rng: &mut Rng, case: usize, k: usize) -> Req {
         _ => field(&mut fields, "Host", "app.test"),
     }
     field(&mut fields, "X-Test", &format!("t{k}"));
+    if tenants {
+        match rng.below(12) {
+            0 => {}
+            1 => field(&mut fields, "X-Tenant", "t9"),
+            2 => {
+                field(&mut fields, "X-Tenant", "t1");
+                field(&mut fields, "x-tenant", "t1");
+            }
+            3 => field(&mut fields, "X-Tenant", "t1, t1"),
+            4 => field(&mut fields, "X-Tenant", "../t1"),
+            _ => field(&mut fields, "X-Tenant", "t1"),
+        }
+    }
     if rng.chance(30) {
         field(&mut fields, "Authorization", "Bearer app-token");
     }

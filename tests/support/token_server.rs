@@ -93,6 +93,9 @@ struct State {
     key_exchanges: usize,
     keys_invalidated_by_refresh: usize,
     keys_lapsed: usize,
+    /// Cloudbeds mode: the property ids each user's grants cover (`resources[]`); a user
+    /// not listed gets property `1`.
+    properties: HashMap<String, Vec<String>>,
 }
 
 struct RefreshToken {

@@ -28,11 +28,13 @@ pub(super) async fn answer(
     pool: &Pool,
     scratch: &mut Scratch,
     body: &[u8],
+    tenant: Option<&[u8]>,
     request: &Request,
 ) -> (bool, Instant) {
     let started = Instant::now();
     scratch.started = started;
-    let (status, keep, source) = match exchange(app, proxy, pool, scratch, body, request).await {
+    let exchanged = exchange(app, proxy, pool, scratch, body, tenant, request).await;
+    let (status, keep, source) = match exchanged {
         Ok((status, keep)) => (status, keep, Source::Upstream),
         Err(error) => {
             error.log(&proxy.connection.name);
@@ -57,19 +59,21 @@ async fn exchange(
     pool: &Pool,
     scratch: &mut Scratch,
     body: &[u8],
+    tenant: Option<&[u8]>,
     request: &Request,
 ) -> Result<(StatusCode, bool), ProxyError> {
-    let token = proxy.connection.token().await?;
+    let granted = proxy.route(tenant)?;
+    let token = granted.token().await?;
     scratch.out.clear();
     scratch.head.write_token(&token, &mut scratch.out);
     scratch.out.extend_from_slice(body);
     let (mut upstream, mut head) = send(proxy, pool, scratch, request).await?;
     if rejected(proxy, &mut upstream, &head).await? {
-        proxy.count_unauthorized(&token);
+        proxy.count_unauthorized(granted.connection(), &token);
         discard(pool, upstream, &head, scratch.started).await;
         // Joins (or starts) the refresh when `token` is current; returns the newer token at
         // once when it was already superseded.
-        let newer = proxy.connection.newer_than(token.generation, true).await?;
+        let newer = granted.newer_than(token.generation, true).await?;
         scratch.out.clear();
         scratch.head.write_token(&newer, &mut scratch.out);
         scratch.out.extend_from_slice(body);

@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::fields::{ConnectionOptions, write_field, write_length};
 use crate::proxy::headers::{NAMES_FRAMING, is_hop_by_hop, parse_length};
+use crate::proxy::route::split_tenant;
 use crate::token::Token;
 
 /// Header fields the fast path parses; more hands the request to hyper.
@@ -33,6 +34,8 @@ pub struct Request {
     pub idempotent: bool,
     /// The app sent `Connection: close`.
     pub close: bool,
+    /// Where in the head the tenant key is (an app's header value or first path segment).
+    pub tenant: Option<std::ops::Range<usize>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -86,11 +89,26 @@ impl UpstreamHead {
     }
 }
 
-/// The upstream's base path and `Host` value.
+/// The upstream's base path and `Host` value, and where an app's requests name their
+/// tenant.
 pub struct Rewrite<'a> {
     pub base_path: &'a str,
     pub host: &'a [u8],
+    pub tenant: TenantKey<'a>,
 }
+
+/// Where a request names its tenant ([`crate::config::TenantRouting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantKey<'a> {
+    /// Not an app.
+    None,
+    /// This header's value (lower case), forwarded as it is.
+    Header(&'a [u8]),
+    /// The first path segment, removed before forwarding.
+    Path,
+}
+
+pub const TENANT_HEADER_TWICE: &str = "the tenant header appears more than once; send it once";
 
 /// Parses the head at the start of `buf` and, for a request the fast path serves, writes
 /// the upstream head into `head`.
@@ -128,6 +146,7 @@ pub fn parse_dropping(
     }
     let mut body_len = None;
     let mut hosts = 0;
+    let mut tenant = None;
     let mut connection = ConnectionOptions::default();
     for field in request.headers.iter() {
         let name = field.name.as_bytes();
@@ -141,6 +160,13 @@ pub fn parse_dropping(
             body_len = Some(length);
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+        } else if let TenantKey::Header(header) = rewrite.tenant
+            && name.eq_ignore_ascii_case(header)
+        {
+            if tenant.is_some() {
+                return Parsed::Reject(TENANT_HEADER_TWICE);
+            }
+            tenant = Some(span(buf, field.value));
         } else if name.eq_ignore_ascii_case(b"connection") {
             if connection.add(field.value).is_err() {
                 return Parsed::Reject(NAMES_FRAMING);
@@ -170,7 +196,20 @@ pub fn parse_dropping(
     line.extend_from_slice(method.as_bytes());
     line.push(b' ');
     line.extend_from_slice(rewrite.base_path.as_bytes());
-    line.extend_from_slice(path.as_bytes());
+    match rewrite.tenant {
+        TenantKey::Path => match split_tenant(path) {
+            Some((key, rest)) => {
+                tenant = Some(span(buf, key.as_bytes()));
+                if !rest.starts_with('/') {
+                    line.push(b'/');
+                }
+                line.extend_from_slice(rest.as_bytes());
+            }
+            // No tenant: the request is refused before anything is sent.
+            None => line.extend_from_slice(path.as_bytes()),
+        },
+        _ => line.extend_from_slice(path.as_bytes()),
+    }
     line.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     line.extend_from_slice(rewrite.host);
     line.extend_from_slice(b"\r\n");
@@ -197,7 +236,14 @@ pub fn parse_dropping(
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
         close: connection.close,
+        tenant,
     })
+}
+
+/// Where `part` (a slice of `buf`) lies in `buf`.
+fn span(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+    start..start + part.len()
 }
 
 /// Request fields never forwarded as they are: hop-by-hop ones, the two bearerd sets, and
@@ -217,6 +263,7 @@ mod tests {
         Rewrite {
             base_path: "/api",
             host: b"up.example:8080",
+            tenant: TenantKey::None,
         }
     }
 
@@ -242,6 +289,7 @@ mod tests {
                 head_method: false,
                 idempotent: false,
                 close: false,
+                tenant: None,
             })
         );
         assert_eq!(
@@ -324,5 +372,52 @@ mod tests {
             "POST /api/ HTTP/1.1\r\nHost: up.example:8080\r\nAuthorization: Bearer t1\r\n\
              X: 1\r\nContent-Length: 2\r\n\r\n"
         );
+    }
+
+    fn tenant_of(raw: &str, key: TenantKey<'_>) -> (Parsed, String, Option<String>) {
+        let mut head = UpstreamHead::default();
+        let rewrite = Rewrite {
+            tenant: key,
+            ..rewrite()
+        };
+        let parsed = parse(raw.as_bytes(), LIMIT, &rewrite, &mut head);
+        let mut out = Vec::new();
+        head.write(&HeaderValue::from_static("Bearer t1"), &mut out);
+        let tenant = match &parsed {
+            Parsed::Fast(r) => r.tenant.clone().map(|t| raw[t].to_owned()),
+            _ => None,
+        };
+        (parsed, String::from_utf8(out).unwrap(), tenant)
+    }
+
+    #[test]
+    fn finds_the_tenant_in_a_header_and_forwards_it() {
+        let raw = "GET /x HTTP/1.1\r\nHost: h\r\nX-Property-ID: 1001\r\n\r\n";
+        let (_, out, tenant) = tenant_of(raw, TenantKey::Header(b"x-property-id"));
+        assert_eq!(tenant.as_deref(), Some("1001"));
+        assert!(out.contains("X-Property-ID: 1001\r\n"), "{out}");
+        let twice = "GET /x HTTP/1.1\r\nHost: h\r\nX-Property-ID: 1\r\nx-property-id: 2\r\n\r\n";
+        assert_eq!(
+            tenant_of(twice, TenantKey::Header(b"x-property-id")).0,
+            Parsed::Reject(TENANT_HEADER_TWICE)
+        );
+    }
+
+    #[test]
+    fn takes_the_tenant_off_the_path() {
+        for (target, forwarded, tenant) in [
+            ("/1001/v1/x?a=1", "/api/v1/x?a=1", Some("1001")),
+            ("/1001", "/api/", Some("1001")),
+            ("/1001?a", "/api/?a", Some("1001")),
+            ("/", "/api/", None),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let (_, out, found) = tenant_of(&raw, TenantKey::Path);
+            assert!(
+                out.starts_with(&format!("GET {forwarded} HTTP/1.1")),
+                "{target}: {out}"
+            );
+            assert_eq!(found.as_deref(), tenant, "{target}");
+        }
     }
 }

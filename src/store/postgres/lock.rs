@@ -258,11 +258,12 @@ async fn write(
         reason: "generation out of range".into(),
     })?;
     let version = i32::try_from(json.version).unwrap_or(1);
+    let covers = (!record.covers.is_empty()).then(|| record.covers.join(","));
     client
         .execute(
             "UPDATE bearerd_tokens SET version = $2, generation = $3, access_token = $4, \
              expires_at = $5, refresh_token = $6, scope = $7, state = $8, updated_at = $9, \
-             credential = $10, last_used_at = $11 WHERE name = $1",
+             covers = $10, credential = $11, last_used_at = $12 WHERE name = $1",
             &[
                 &name,
                 &version,
@@ -273,6 +274,7 @@ async fn write(
                 &record.scope,
                 &record.state,
                 &record.updated_at,
+                &covers,
                 &json.credential,
                 &record.last_used_at,
             ],

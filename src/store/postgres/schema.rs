@@ -58,6 +58,12 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (
         4,
+        "ALTER TABLE bearerd_tokens ADD COLUMN covers text;
+    COMMENT ON COLUMN bearerd_tokens.covers IS
+        'a tenant''s record (app/tenant): the tenant ids its grant serves, comma-separated';",
+    ),
+    (
+        5,
         "ALTER TABLE bearerd_tokens
         ADD COLUMN credential   text,
         ADD COLUMN last_used_at timestamptz;

@@ -98,6 +98,7 @@ fn token_set(json: &serde_json::Map<String, Value>) -> Result<TokenSet, String> 
         refresh_token,
         expires_in,
         scope: json.get("scope").and_then(Value::as_str).map(str::to_owned),
+        facts: Some(Box::new(crate::tenants::ids::grant_facts(json))),
     })
 }
 

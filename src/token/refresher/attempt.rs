@@ -24,6 +24,13 @@ impl Refresher {
         if !self.can_redeem() {
             return;
         }
+        // An app's tenants share `token_concurrency` token requests: no stampede at the
+        // provider when many tenants fall due together.
+        let link = self.tenant.clone();
+        let _permit = match &link {
+            Some(link) => link.permits.acquire().await.ok(),
+            None => None,
+        };
         self.publish_with(|s| s.state = ConnState::Refreshing);
         let lock = match self.lock_and_reread().await {
             Ok(Some(lock)) => Some(lock),
@@ -116,6 +123,7 @@ impl Refresher {
                 updated_at: wall,
                 credential: Credential::Token,
                 last_used_at: None,
+                covers: self.covers.clone(),
             };
             if !self.save_durably(&record).await {
                 return false;

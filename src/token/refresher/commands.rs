@@ -10,7 +10,8 @@ use super::{Command, DisconnectReport, Grant, Refresher};
 use crate::config::Revocation;
 use crate::metrics::Trigger;
 use crate::secret::SecretString;
-use crate::store::{Credential, Record};
+use crate::store::{Credential, Record, StoreLock};
+use crate::token::TokenSet;
 use crate::token::oauth::{GrantRequest, TokenFailure};
 use crate::token::state::{ConnState, Outcome};
 
@@ -46,6 +47,14 @@ impl Refresher {
                 }
                 let _ = reply.send(result);
             }
+            Command::Install { set, covers, reply } => {
+                let result = self.install_grant(*set, covers).await;
+                let _ = reply.send(result);
+            }
+            Command::Uncover { id, reply } => {
+                let serving = self.uncover(&id).await;
+                let _ = reply.send(serving);
+            }
             Command::Disconnect {
                 notify_provider,
                 reason,
@@ -79,26 +88,11 @@ impl Refresher {
         verifier: &SecretString,
         redirect_uri: &str,
     ) -> Result<u64, String> {
-        let Some(endpoint) = &self.endpoint else {
+        let Some(endpoint) = self.endpoint.clone() else {
             let reason = self.connection.cell.load().last_error.clone();
             return Err(reason.unwrap_or_else(|| "client credentials are unavailable".into()));
         };
-        let mut lock = None;
-        let mut stored_generation = 0;
-        if let Some(store) = self.store.clone() {
-            let name = self.connection.name.clone();
-            lock = Some(
-                store
-                    .lock(&name, self.lock_wait)
-                    .await
-                    .map_err(|e| format!("token store lock: {e}"))?,
-            );
-            stored_generation = store
-                .load(&name)
-                .await
-                .map_err(|e| format!("token store: {e}"))?
-                .map_or(0, |r| r.generation);
-        }
+        let (lock, stored_generation) = self.lock_for_new_grant().await?;
         let started = Instant::now();
         let request = if self.delivers_keys() {
             GrantRequest::ApiKeyCode {
@@ -131,6 +125,52 @@ impl Refresher {
                 Err("the new API key could not be saved".into())
             };
         }
+        let covers = self.covers.clone();
+        self.take_grant(set, covers, lock, stored_generation).await
+    }
+
+    /// A tenant's install: tokens the install flow already got (it had to read them to learn
+    /// the tenant), installed as a new grant serving `covers`.
+    pub(super) async fn install_grant(
+        &mut self,
+        set: TokenSet,
+        covers: Vec<String>,
+    ) -> Result<u64, String> {
+        let (lock, stored_generation) = self.lock_for_new_grant().await?;
+        self.connection
+            .metrics
+            .refresh(Trigger::Connect, Outcome::Ok, std::time::Duration::ZERO);
+        self.take_grant(set, covers, lock, stored_generation).await
+    }
+
+    /// The store lock and the stored generation, before a new grant replaces whatever is
+    /// stored.
+    async fn lock_for_new_grant(&mut self) -> Result<(Option<Box<dyn StoreLock>>, u64), String> {
+        let Some(store) = self.store.clone() else {
+            return Ok((None, 0));
+        };
+        let name = self.connection.name.clone();
+        let lock = store
+            .lock(&name, self.lock_wait)
+            .await
+            .map_err(|e| format!("token store lock: {e}"))?;
+        let stored = store
+            .load(&name)
+            .await
+            .map_err(|e| format!("token store: {e}"))?
+            .map_or(0, |r| r.generation);
+        Ok((Some(lock), stored))
+    }
+
+    /// Makes `set` the grant: persisted first, then swapped in, as a generation newer than
+    /// anything stored or held.
+    async fn take_grant(
+        &mut self,
+        set: TokenSet,
+        covers: Vec<String>,
+        lock: Option<Box<dyn StoreLock>>,
+        stored_generation: u64,
+    ) -> Result<u64, String> {
         self.grant = match &set.refresh_token {
             Some(token) => Grant::RefreshToken(token.clone()),
             None => Grant::None,
@@ -143,6 +183,7 @@ impl Refresher {
                 "the provider issued no refresh token: the connection lasts until the token expires"
             );
         }
+        self.set_covers(covers);
         let generation = stored_generation.max(self.connection.cell.load().generation) + 1;
         self.authorizing = None;
         if self.install(set, lock, generation).await {
@@ -150,6 +191,38 @@ impl Refresher {
         } else {
             Err("the new tokens could not be saved".into())
         }
+    }
+
+    /// A group grant stops serving `id` (a confirmed uninstall of one property): saved, and
+    /// routed no more. False if `id` was its last: the caller disconnects the tenant.
+    pub(super) async fn uncover(&mut self, id: &str) -> bool {
+        let remaining: Vec<String> = self.covers.iter().filter(|c| *c != id).cloned().collect();
+        if remaining.is_empty() {
+            return false;
+        }
+        if remaining.len() == self.covers.len() {
+            return true;
+        }
+        if let Some(store) = self.store.clone() {
+            let name = self.connection.name.clone();
+            let saved = async {
+                let _lock = store.lock(&name, self.lock_wait).await?;
+                match store.load(&name).await? {
+                    Some(mut record) => {
+                        record.covers = remaining.clone();
+                        record.updated_at = SystemTime::now();
+                        store.save(&record).await
+                    }
+                    None => Ok(()),
+                }
+            };
+            if let Err(error) = saved.await {
+                tracing::warn!(connection = %name, %error, "could not save the properties a grant serves");
+            }
+        }
+        tracing::info!(connection = %self.connection.name, property = id, "the grant no longer serves a property");
+        self.set_covers(remaining);
+        true
     }
 
     /// Tells the provider (best effort), then deletes the tokens locally, always.
@@ -178,6 +251,7 @@ impl Refresher {
                 updated_at: SystemTime::now(),
                 credential: Credential::Token,
                 last_used_at: None,
+                covers: self.covers.clone(),
             };
             let saved = match store.lock(&name, self.lock_wait).await {
                 Ok(_lock) => store.save(&record).await,

@@ -303,6 +303,7 @@ impl Refresher {
                 updated_at: wall,
                 credential: Credential::ApiKey,
                 last_used_at: Some(wall),
+                covers: self.covers.clone(),
             };
             if !self.save_durably(&record).await {
                 return false;

@@ -48,6 +48,7 @@ impl Refresher {
     /// Swaps in a stored record. True if it carries no usable access token (so a refresh
     /// should follow).
     pub(super) fn adopt(&mut self, record: Record) -> bool {
+        self.set_covers(record.covers.clone());
         // A key record switches this refresher to key mode for good: it must never redeem
         // the refresh token it may still hold (that would invalidate the key).
         let key = match record.credential {

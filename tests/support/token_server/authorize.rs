@@ -325,6 +325,14 @@ impl TokenServer {
         format!("{}/authorize", self.base_url())
     }
     /// Adds (or replaces) a user of the login page.
+    /// Cloudbeds mode: the properties `username`'s grants cover (several: a group grant).
+    pub fn set_properties(&self, username: &str, ids: &[&str]) {
+        self.inner.state().properties.insert(
+            username.to_owned(),
+            ids.iter().map(|id| (*id).to_owned()).collect(),
+        );
+    }
+
     pub fn add_user(&self, username: &str, password: &str) {
         let mut st = self.st();
         st.users.insert(username.to_owned(), password.to_owned());

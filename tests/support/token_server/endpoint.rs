@@ -179,7 +179,24 @@ pub(super) fn success(inner: &Inner, st: &State, access: &str, refresh: Option<&
         body["refresh_token"] = json!(rt);
     }
     if inner.cfg.cloudbeds {
-        body["resources"] = json!([{"type": "property", "id": "1"}]);
+        let user = st
+            .access
+            .get(access)
+            .and_then(|a| a.grant)
+            .and_then(|g| st.grant_users.get(&g));
+        let resources = match user.and_then(|u| st.properties.get(u)) {
+            Some(ids) if ids.len() > 1 => {
+                std::iter::once(json!({"type": "association", "id": "group-1"}))
+                    .chain(ids.iter().map(|id| json!({"type": "property", "id": id})))
+                    .collect()
+            }
+            Some(ids) => ids
+                .iter()
+                .map(|id| json!({"type": "property", "id": id}))
+                .collect(),
+            None => vec![json!({"type": "property", "id": "1"})],
+        };
+        body["resources"] = serde_json::Value::Array(resources);
     }
     json_resp(StatusCode::OK, body)
 }
