@@ -820,3 +820,12 @@ fn an_unreadable_api_key_is_a_misconfigured_connection_not_a_config_error() {
         "{reason}"
     );
 }
+
+#[test]
+fn tenants_with_api_keys_are_not_supported_yet() {
+    let e = error(&key_connection(
+        "cloudbeds",
+        "grant = \"api_key\"\nclient_id = \"i\"\nclient_secret = \"s\"\ntenants = \"header:X-Property-ID\"",
+    ));
+    assert!(e.names("connection[0].tenants"), "{e}");
+}

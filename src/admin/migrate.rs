@@ -21,6 +21,12 @@ const MIGRATE_WAIT: Duration = Duration::from_secs(60);
 
 impl Admin {
     pub(super) async fn migrate(&self, c: &AdminConnection, from_page: bool) -> AdminResponse {
+        if c.tenants.is_some() {
+            return problem(
+                StatusCode::CONFLICT,
+                "this connection is an app of many tenants: migrating tenants to API keys is                  not supported yet",
+            );
+        }
         let (reply, answer) = oneshot::channel();
         let sent = c.connection.command(Command::Migrate { reply }).await;
         let result = match tokio::time::timeout(MIGRATE_WAIT, answer).await {

@@ -218,3 +218,24 @@ async fn a_key_that_cannot_be_saved_stays_pending_and_unused_until_it_is() {
     assert_eq!(tokens.refresh_requests(), 1);
     bearerd.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_app_of_many_tenants_cannot_migrate_yet() {
+    let (tokens, upstream) = cloudbeds(Duration::from_secs(3600)).await;
+    let dir = temp_store_dir("migrate-app");
+    let config = stored("authorization_code", &tokens, &upstream, &dir, "").replace(
+        "rate_limit = false",
+        "rate_limit = false\ntenants = \"header:X-Property-ID\"",
+    );
+    let bearerd = Bearerd::start(&config).await;
+    let answer = admin_post(&bearerd, "/connections/hotel/migrate").await;
+    assert_eq!(answer.status, 409, "{}", answer.text());
+    assert!(
+        answer.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tenants")
+    );
+    assert_eq!(tokens.token_requests(), 0);
+    bearerd.app.shutdown().await;
+}
