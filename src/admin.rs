@@ -142,12 +142,10 @@ impl Admin {
                 Some(c) => self.tenant(c, id),
                 None => not_found(),
             },
-            (&Method::GET, ["connections", name, "tenants", id, "installed"]) => {
-                match self.find(name) {
-                    Some(c) => self.installed(c, id),
-                    None => not_found(),
-                }
-            }
+            (&Method::GET, ["connections", name, "installed"]) => match self.find(name) {
+                Some(c) => self.installed(c, parts.uri.query()),
+                None => not_found(),
+            },
             (&Method::GET, ["connections", name, "tenants", id, "connect"]) => {
                 if !self.guard.authorized(&parts.headers) {
                     return self.guard.challenge();
@@ -256,7 +254,14 @@ impl Admin {
                 ],
             )
             | (_, ["oauth", "callback"])
-            | (_, ["connections", _, "install" | "tenants" | "page"])
+            | (
+                _,
+                [
+                    "connections",
+                    _,
+                    "install" | "installed" | "tenants" | "page",
+                ],
+            )
             | (_, ["connections", _, "tenants", _])
             | (
                 _,
@@ -265,7 +270,7 @@ impl Admin {
                     _,
                     "tenants",
                     _,
-                    "installed" | "connect" | "refresh" | "disconnect",
+                    "connect" | "refresh" | "disconnect",
                 ],
             )
             | (_, ["webhooks", _]) => problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),

@@ -53,6 +53,7 @@ pub struct App {
     pub admin_addr: SocketAddr,
     proxies: Vec<(String, SocketAddr)>,
     connections: Vec<Arc<Connection>>,
+    apps: Vec<Arc<Tenants>>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<Drain>>,
     refreshers: Vec<JoinHandle<()>>,
@@ -75,6 +76,7 @@ impl App {
             admin_addr: config.admin.listen,
             proxies: Vec::new(),
             connections: Vec::new(),
+            apps: Vec::new(),
             shutdown,
             servers: Vec::new(),
             refreshers: Vec::new(),
@@ -126,6 +128,7 @@ impl App {
             match (refresher, &proxy.tenants, &store) {
                 (Some(refresher), _, _) => app.refreshers.push(tokio::spawn(refresher.run())),
                 (None, Some(tenants), Some(store)) => {
+                    app.apps.push(Arc::clone(tenants));
                     app.refreshers.push(tokio::spawn(crate::tenants::watch::run(
                         Arc::clone(tenants),
                         Arc::clone(store),
@@ -193,7 +196,7 @@ impl App {
                 notify,
                 store,
                 &config.admin.public_url,
-                &app.connections,
+                (&app.connections, &app.apps),
                 &shutdown_rx,
             )?);
         }
@@ -213,6 +216,11 @@ impl App {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, addr)| *addr)
+    }
+
+    /// An app's tenants (for tests, benchmarks and embedding).
+    pub fn tenants(&self, name: &str) -> Option<Arc<Tenants>> {
+        self.apps.iter().find(|t| t.app == name).cloned()
     }
 
     /// A connection's shared token cell (for tests and embedding).
@@ -289,7 +297,7 @@ fn start_notifications(
     notify: &crate::config::NotifyConfig,
     store: &Arc<dyn TokenStore>,
     public_url: &str,
-    connections: &[Arc<Connection>],
+    (connections, apps): (&[Arc<Connection>], &[Arc<Tenants>]),
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, AppError> {
     use crate::notify::{self, deliver};
@@ -305,8 +313,10 @@ fn start_notifications(
         public_url: public_url.to_owned(),
         stored: Arc::new(tokio::sync::Notify::new()),
     };
+    // An app's own cell has no grant: its tenants are watched instead.
     let mut tasks: Vec<_> = connections
         .iter()
+        .filter(|c| !apps.iter().any(|a| a.app == c.name))
         .map(|c| {
             tokio::spawn(notify::watch_connection(
                 Arc::clone(c),
@@ -315,6 +325,13 @@ fn start_notifications(
             ))
         })
         .collect();
+    tasks.extend(apps.iter().map(|tenants| {
+        tokio::spawn(notify::watch_app(
+            Arc::clone(tenants),
+            context.clone(),
+            shutdown.clone(),
+        ))
+    }));
     let receiver = deliver::Receiver {
         url: notify.url.clone(),
         key: key.into(),

@@ -116,9 +116,7 @@ pub async fn watch_connection(
     context: Context,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let first = connection.snapshot();
-    let mut tracker = Tracker::new(first.state, Instant::now());
-    let mut previous = first.state;
+    let mut watched = Watched::new(&connection);
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -126,14 +124,61 @@ pub async fn watch_connection(
             _ = ticks.tick() => {}
             _ = crate::serve::stopped(&mut shutdown) => return,
         }
+        watched.sample(&connection, &context).await;
+    }
+}
+
+/// Samples every tenant of an app (SPEC section 9) until `shutdown`: one task for all of
+/// them, however many there are; a tenant is watched from the first sample that sees it.
+pub async fn watch_app(
+    tenants: Arc<crate::tenants::Tenants>,
+    context: Context,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut watched: std::collections::HashMap<String, Watched> = Default::default();
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = crate::serve::stopped(&mut shutdown) => return,
+        }
+        for (id, connection, _) in tenants.list() {
+            match watched.get_mut(&id) {
+                Some(tenant) => tenant.sample(&connection, &context).await,
+                None => {
+                    watched.insert(id, Watched::new(&connection));
+                }
+            }
+        }
+    }
+}
+
+/// One watched cell: its tracker and the state last seen.
+struct Watched {
+    tracker: Tracker,
+    previous: ConnState,
+}
+
+impl Watched {
+    fn new(connection: &Connection) -> Self {
+        let first = connection.snapshot();
+        Self {
+            tracker: Tracker::new(first.state, Instant::now()),
+            previous: first.state,
+        }
+    }
+
+    /// Looks at the cell now; stores the event it makes, if any.
+    async fn sample(&mut self, connection: &Connection, context: &Context) {
         let snapshot = connection.snapshot();
         let state = snapshot.state;
-        if let Some(kind) = tracker.observe(state, Instant::now()) {
+        if let Some(kind) = self.tracker.observe(state, Instant::now()) {
             let entry = entry(
                 &connection.name,
                 kind,
                 state,
-                previous,
+                self.previous,
                 snapshot.generation,
                 snapshot.last_error.as_deref(),
                 &context.public_url,
@@ -155,7 +200,7 @@ pub async fn watch_connection(
                 ),
             }
         }
-        previous = state;
+        self.previous = state;
     }
 }
 
@@ -180,15 +225,23 @@ pub fn entry(
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     );
+    // A tenant's cell is named `NAME/TENANT` (SPEC section 9).
+    let (app, tenant) = match connection.split_once('/') {
+        Some((app, tenant)) => (app, Some(tenant)),
+        None => (connection, None),
+    };
     let reconnect_url = matches!(
         kind,
         EventKind::NeedsAuthorization | EventKind::Disconnected
     )
-    .then(|| format!("{public_url}/connections/{connection}/connect"));
+    .then(|| match tenant {
+        Some(tenant) => format!("{public_url}/connections/{app}/tenants/{tenant}/connect"),
+        None => format!("{public_url}/connections/{connection}/connect"),
+    });
     let body = json!({
         "type": kind.as_str(),
-        "connection": connection,
-        "tenant": null,
+        "connection": app,
+        "tenant": tenant,
         "state": state.as_str(),
         "previous_state": previous.as_str(),
         "reason": reason,

@@ -180,7 +180,9 @@ pub struct Connection {
     wait_limit: Duration,
     pub metrics: ConnectionMetrics,
     /// Connect, disconnect and the like, for the refresher to carry out.
-    commands: mpsc::Sender<Command>,
+    /// Boxed: the channel's first block of slots is allocated up front, and a boxed
+    /// command keeps it small for thousands of tenants.
+    commands: mpsc::Sender<Box<Command>>,
     /// When an API key was last handed to a request (Unix seconds; 0: not since start).
     /// Written on the request path (one relaxed store), read by the refresher's keep-alive.
     last_used: AtomicU64,
@@ -193,7 +195,7 @@ impl Connection {
         initial: TokenState,
         wait_limit: Duration,
         metrics: ConnectionMetrics,
-    ) -> (Arc<Self>, mpsc::Receiver<Command>) {
+    ) -> (Arc<Self>, mpsc::Receiver<Box<Command>>) {
         metrics.publish(&initial);
         let (commands, receiver) = mpsc::channel(16);
         let connection = Arc::new(Self {
@@ -215,7 +217,7 @@ impl Connection {
 
     /// Hands `command` to the refresher. False if the refresher is gone (shutting down).
     pub async fn command(&self, command: Command) -> bool {
-        self.commands.send(command).await.is_ok()
+        self.commands.send(Box::new(command)).await.is_ok()
     }
 
     /// A snapshot of the cell for status reporting, its `state` as reported now

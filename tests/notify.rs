@@ -309,3 +309,64 @@ async fn two_processes_on_one_store_send_an_event_once() {
     a.app.shutdown().await;
     b.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_whose_grant_dies_is_announced_with_its_own_reconnect_url() {
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    let upstream = Upstream::start(tokens.clone()).await;
+    let dir = TempDir::new("notify-tenant");
+    // Two tenants of app `hotel`, as installs would have stored them.
+    support::seed_store(dir.path(), "hotel/1001", &tokens.seed_grant()).await;
+    support::seed_store(dir.path(), "hotel/1002", &tokens.seed_grant()).await;
+    let receiver_addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let receiver = Receiver::start_on(receiver_addr, 0).await;
+    let text = config(&tokens, &upstream, dir.path(), receiver_addr).replace(
+        "client_secret = ",
+        "tenants = \"header:X-Property-ID\"\nclient_secret = ",
+    );
+    let bearerd = Bearerd::start(&text).await;
+    let tenant = |id: &'static str| {
+        let url = format!("{}/connections/hotel/tenants/{id}", bearerd.admin);
+        async move { support::get(&url, None).await.unwrap().json() }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "both tenants connected",
+        || async {
+            (tenant("1001").await["state"] == "connected"
+                && tenant("1002").await["state"] == "connected")
+                .then_some(())
+        },
+    )
+    .await;
+    // One hotel's grant dies at the provider; a forced refresh finds out.
+    tokens.disconnect();
+    let r = support::send(
+        Request::post(format!(
+            "{}/connections/hotel/tenants/1001/refresh",
+            bearerd.admin
+        ))
+        .body(Full::new(Bytes::new()))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json()["state"], "needs_authorization", "{}", r.text());
+    let accepted = eventually(Duration::from_secs(20), "the tenant's event", || {
+        let accepted = receiver.accepted();
+        async move { (!accepted.is_empty()).then_some(accepted) }
+    })
+    .await;
+    let body = &accepted[0].body;
+    assert!(accepted[0].signed);
+    assert_eq!(body["type"], "needs_authorization");
+    assert_eq!(body["connection"], "hotel");
+    assert_eq!(body["tenant"], "1001");
+    assert_eq!(
+        body["reconnect_url"],
+        "http://127.0.0.1:9901/connections/hotel/tenants/1001/connect"
+    );
+    bearerd.app.shutdown().await;
+}

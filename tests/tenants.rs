@@ -86,7 +86,7 @@ async fn hotels_install_themselves_and_requests_route_by_header_on_both_paths() 
     let answer = install(&rig, "alice", &["1001"], "").await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
     let page = answer.header("location").unwrap();
-    assert_eq!(page, "/connections/hotel/tenants/1001/installed");
+    assert_eq!(page, "/connections/hotel/installed?tenant=1001");
     // The success page names the property, and a reload shows it again (no error).
     for _ in 0..2 {
         let shown = admin_get(&rig, &page).await;
@@ -212,7 +212,7 @@ async fn a_group_grant_serves_its_properties_and_webhooks_act_per_tenant() {
     let group = install(&rig, "carol", &["2001", "2002"], "").await;
     assert_eq!(
         group.header("location").as_deref(),
-        Some("/connections/hotel/tenants/2001/installed")
+        Some("/connections/hotel/installed?tenant=2001")
     );
     for property in ["2001", "2002"] {
         let answer = proxied(&rig, "/x", &[("x-property-id", property)]).await;

@@ -64,18 +64,26 @@ where
 pub struct TokenEndpoint {
     pub addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    /// Requests being answered now, and the most at once.
+    in_flight: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl TokenEndpoint {
     pub async fn start(latency: Duration, expires_in: Option<u64>) -> Self {
         let requests = Arc::new(AtomicU64::new(0));
+        let in_flight = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let counter = Arc::clone(&requests);
+        let flight = Arc::clone(&in_flight);
         let addr = serve(move |request: Request<Incoming>| {
             let counter = Arc::clone(&counter);
+            let flight = Arc::clone(&flight);
             async move {
                 let _ = request.into_body().collect().await;
                 let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let now = flight.0.fetch_add(1, Ordering::SeqCst) + 1;
+                flight.1.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(latency).await;
+                flight.0.fetch_sub(1, Ordering::SeqCst);
                 let expires = expires_in
                     .map(|e| format!(r#","expires_in":{e}"#))
                     .unwrap_or_default();
@@ -85,7 +93,16 @@ impl TokenEndpoint {
             }
         })
         .await;
-        Self { addr, requests }
+        Self {
+            addr,
+            requests,
+            in_flight,
+        }
+    }
+
+    /// The most requests it answered at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.in_flight.1.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {

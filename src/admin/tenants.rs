@@ -74,7 +74,7 @@ impl Admin {
             Ok(installed) => redirect(
                 StatusCode::SEE_OTHER,
                 &format!(
-                    "/connections/{}/tenants/{}/installed",
+                    "/connections/{}/installed?tenant={}",
                     c.connection.name, installed.id
                 ),
             ),
@@ -91,8 +91,14 @@ impl Admin {
         }
     }
 
-    /// The page after an install; reloading it shows the tenant's state again.
-    pub(super) fn installed(&self, c: &AdminConnection, id: &str) -> AdminResponse {
+    /// The page after an install (`/connections/NAME/installed?tenant=ID`: one fixed path,
+    /// so an ingress can expose it exactly); reloading it shows the tenant's state again.
+    pub(super) fn installed(&self, c: &AdminConnection, query: Option<&str>) -> AdminResponse {
+        let id = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "tenant")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let id = id.as_str();
         let Some((connection, covers)) = c.tenants.as_ref().and_then(|t| t.get(id)) else {
             return not_found();
         };

@@ -92,7 +92,7 @@ pub struct DisconnectReport {
 
 pub struct Refresher {
     connection: Arc<Connection>,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<Box<Command>>,
     /// How to tell the provider about a disconnect.
     revocation: Revocation,
     /// While a connect flow is under way: when to give up on it, and the state to go back to.
@@ -139,7 +139,7 @@ impl Refresher {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         connection: Arc<Connection>,
-        commands: mpsc::Receiver<Command>,
+        commands: mpsc::Receiver<Box<Command>>,
         revocation: Revocation,
         endpoint: Option<Arc<TokenEndpoint>>,
         grant: Grant,
@@ -205,7 +205,9 @@ impl Refresher {
     }
 
     async fn run_loop(mut self) {
-        self.startup().await;
+        // The work of each branch is boxed: it is allocated only while it runs, so an
+        // idle refresher (one per tenant, thousands of them) stays small.
+        Box::pin(self.startup()).await;
         // A tenant's registry watches the store for all of its tenants.
         let own_watch = self.tenant.is_none();
         let poll_every = self
@@ -213,9 +215,15 @@ impl Refresher {
             .as_ref()
             .filter(|_| own_watch)
             .map(|s| s.poll_interval());
-        let mut poll = tokio::time::interval(poll_every.unwrap_or(Duration::from_secs(3600)));
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        poll.tick().await;
+        let mut poll = match poll_every {
+            Some(every) => {
+                let mut poll = tokio::time::interval(every);
+                poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                poll.tick().await;
+                Some(poll)
+            }
+            None => None,
+        };
         let mut changes = self
             .store
             .as_ref()
@@ -236,21 +244,21 @@ impl Refresher {
                         continue;
                     }
                     let trigger = self.retry_trigger.take().unwrap_or(Trigger::Scheduled);
-                    self.refresh(trigger).await;
+                    Box::pin(self.refresh(trigger)).await;
                 }
-                Some(command) = self.commands.recv() => self.on_command(command).await,
-                _ = self.connection.wake.notified() => self.on_wake().await,
+                Some(command) = self.commands.recv() => Box::pin(self.on_command(*command)).await,
+                _ = self.connection.wake.notified() => Box::pin(self.on_wake()).await,
                 _ = self.connection.stored.notified() => {
-                    let loaded = self.adopt_if_newer().await;
+                    let loaded = Box::pin(self.adopt_if_newer()).await;
                     self.settle_if_unconnected(loaded);
                 }
-                _ = poll.tick(), if poll_every.is_some() => {
-                    let loaded = self.adopt_if_newer().await;
+                _ = next_tick(&mut poll) => {
+                    let loaded = Box::pin(self.adopt_if_newer()).await;
                     self.settle_if_unconnected(loaded);
                 }
                 changed = next_change(&mut changes) => {
                     if changed.is_none_or(|name| name == self.connection.name) {
-                        self.adopt_if_newer().await;
+                        Box::pin(self.adopt_if_newer()).await;
                     }
                 }
             }
@@ -413,6 +421,16 @@ async fn report_expiry(connection: Arc<Connection>) {
             () = sleep_until(expiry) => connection.metrics.publish(&connection.cell.load()),
             changed = changes.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// The next tick of `poll`; pends forever without one.
+async fn next_tick(poll: &mut Option<tokio::time::Interval>) {
+    match poll {
+        Some(poll) => {
+            poll.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,297 @@
+//! Scale of an app's tenants (SPEC section 9): memory per idle tenant, loading the tenants
+//! at start, what routing adds to a request, and a restart after downtime (every tenant's
+//! token due at once) as the provider sees it.
+//!
+//! `cargo bench --bench tenants` (env: `TENANTS_N`, default 10000; `TENANTS_DUE`, default
+//! 2000, tenants whose tokens are due at the restart; `TENANTS_REQUESTS`, default 20000)
+//!
+//! 1. **Memory**: bearerd starts with the app and no tenants; then N records are written
+//!    to its store (as installs on other replicas would) and its watcher loads them all;
+//!    the growth of resident memory over N is the cost of an idle tenant.
+//! 2. **Start**: a new bearerd on that store; time until all N tenants serve their stored
+//!    tokens (no token request).
+//! 3. **Routing**: the same requests, one at a time on one keep-alive connection, through a
+//!    single-grant connection and through the app (a tenant header among N): the difference
+//!    of the medians; and the routing lookup alone.
+//! 4. **Due together**: `TENANTS_DUE` tenants whose access tokens expired while bearerd was
+//!    down: how many token requests the provider saw at once (`token_concurrency`, 4) and how
+//!    long until all are connected.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
+
+use bearerd::app::App;
+use bearerd::config::Config;
+use bearerd::secret::SecretString;
+use bearerd::store::file::FileStore;
+use bearerd::store::{Record, TokenStore};
+use bearerd::tenants::Tenants;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use support::TokenEndpoint;
+use tokio::net::TcpStream;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The app `hotels`, and (`single`) a single-grant connection to compare routing with.
+fn config(
+    dir: &std::path::Path,
+    tokens: &TokenEndpoint,
+    upstream: std::net::SocketAddr,
+    single: bool,
+) -> Config {
+    let mut text = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:9901"
+[store]
+kind = "file"
+dir = "{dir}"
+[[connection]]
+name = "hotels"
+provider = "oauth2"
+listen = "127.0.0.1:0"
+upstream = "http://{upstream}"
+grant = "authorization_code"
+token_url = "{token_url}"
+authorize_url = "http://127.0.0.1:1/authorize"
+client_id = "bench"
+client_secret = "bench-secret"
+tenants = "header:X-Tenant"
+"#,
+        dir = dir.display(),
+        token_url = tokens.url(),
+    );
+    if single {
+        text.push_str(&format!(
+            r#"
+[[connection]]
+name = "single"
+provider = "oauth2"
+listen = "127.0.0.1:0"
+upstream = "http://{upstream}"
+grant = "client_credentials"
+token_url = "{token_url}"
+client_id = "bench"
+client_secret = "bench-secret"
+"#,
+            token_url = tokens.url(),
+        ));
+    }
+    Config::from_toml_str(&text).expect("bench config")
+}
+
+/// Writes `ids` as tenant records: a valid access token (`expires` from now, or already
+/// expired) and a refresh token.
+async fn write_records(
+    dir: &std::path::Path,
+    ids: std::ops::Range<usize>,
+    expires: Option<Duration>,
+) {
+    let store = Arc::new(FileStore::open(dir, None).unwrap());
+    let now = SystemTime::now();
+    let mut tasks = Vec::new();
+    for i in ids {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let record = Record {
+                connection: format!("hotels/t{i}"),
+                generation: 1,
+                access_token: Some(SecretString::new("tok-1".to_owned())),
+                expires_at: Some(match expires {
+                    Some(left) => now + left,
+                    None => now - Duration::from_secs(60),
+                }),
+                refresh_token: Some(SecretString::new(format!("rt-{i}"))),
+                scope: None,
+                state: "connected".into(),
+                updated_at: now,
+                covers: Vec::new(),
+                credential: bearerd::store::Credential::Token,
+                last_used_at: None,
+            };
+            store.save(&record).await.unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Waits until `want` tenants are connected; returns how long that took.
+async fn until_connected(tenants: &Tenants, want: usize, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let connected = tenants.counts().get("connected").copied().unwrap_or(0);
+        if connected >= want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "only {connected} of {want} tenants connected after {limit:?}: {:?}",
+            tenants.counts()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Median latency of `count` sequential GETs on one keep-alive connection to `addr`.
+async fn median_latency(
+    addr: std::net::SocketAddr,
+    tenant: impl Fn(usize) -> Option<String>,
+    count: usize,
+) -> Duration {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let mut times = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut request = Request::get("/v1/x").header("host", "bench");
+        if let Some(t) = tenant(i) {
+            request = request.header("x-tenant", t);
+        }
+        let request = request.body(Empty::<Bytes>::new()).unwrap();
+        let started = Instant::now();
+        sender.ready().await.unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.into_body().collect().await.unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let n = env("TENANTS_N", 10_000);
+    let due = env("TENANTS_DUE", 2_000);
+    let requests = env("TENANTS_REQUESTS", 20_000);
+    let tokens = TokenEndpoint::start(Duration::from_millis(50), Some(3600)).await;
+    let upstream = support::upstream(Arc::new(AtomicU64::new(0))).await;
+    let dir = std::env::temp_dir().join(format!("bearerd-bench-tenants-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // 1. Memory per idle tenant.
+    let app = App::start(config(&dir, &tokens, upstream, true))
+        .await
+        .unwrap();
+    let tenants = app.tenants("hotels").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = rss_kib();
+    let written = Instant::now();
+    write_records(&dir, 0..n, Some(Duration::from_secs(3600))).await;
+    let wrote = written.elapsed();
+    let loaded = until_connected(&tenants, n, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let grown = rss_kib().saturating_sub(base);
+    let token_requests = tokens.requests();
+    println!("tenants: {n}");
+    println!(
+        "memory: resident +{grown} KiB for {n} idle tenants = {:.2} KiB per tenant (target <= 4)",
+        grown as f64 / n as f64
+    );
+    println!(
+        "watcher: {n} records written in {wrote:?} were all serving {loaded:?} after the last write; token requests: {} (single-grant connection: 1)",
+        token_requests
+    );
+
+    // 3. Routing: the same GET through the single-grant connection and through the app.
+    let lookups = 1_000_000;
+    let keys: Vec<String> = (0..1000).map(|i| format!("t{}", (i * 7919) % n)).collect();
+    let started = Instant::now();
+    for i in 0..lookups {
+        let routed = tenants.route(keys[i % keys.len()].as_bytes());
+        std::hint::black_box(routed.is_ok());
+    }
+    let per_lookup = started.elapsed() / lookups as u32;
+    let single = app.proxy_addr("single").unwrap();
+    let app_addr = app.proxy_addr("hotels").unwrap();
+    // Warm both, then alternate rounds so drift hits both alike.
+    median_latency(single, |_| None, 2000).await;
+    median_latency(app_addr, |i| Some(format!("t{}", i % n)), 2000).await;
+    let mut single_p50 = Vec::new();
+    let mut app_p50 = Vec::new();
+    for _ in 0..5 {
+        single_p50.push(median_latency(single, |_| None, requests / 5).await);
+        app_p50.push(
+            median_latency(
+                app_addr,
+                |i| Some(format!("t{}", (i * 31) % n)),
+                requests / 5,
+            )
+            .await,
+        );
+    }
+    single_p50.sort();
+    app_p50.sort();
+    let (s, a) = (single_p50[2], app_p50[2]);
+    println!(
+        "routing: lookup alone {per_lookup:?}; request p50 single-grant {s:?}, app with {n} tenants {a:?}: +{:?} (target <= 2us)",
+        a.saturating_sub(s)
+    );
+    app.shutdown().await;
+
+    // 2. A restart loads every tenant.
+    let started = Instant::now();
+    let app = App::start(config(&dir, &tokens, upstream, false))
+        .await
+        .unwrap();
+    let tenants = app.tenants("hotels").unwrap();
+    let load = until_connected(&tenants, n, Duration::from_secs(120)).await;
+    println!(
+        "start: {n} tenants serving {:?} after App::start was called (target < 3 s); token requests since: {}",
+        started.elapsed().max(load),
+        tokens.requests() - token_requests
+    );
+    app.shutdown().await;
+
+    // 4. After downtime: `due` tenants' tokens expired.
+    let _ = std::fs::remove_dir_all(&dir);
+    write_records(&dir, 0..due, None).await;
+    let before = tokens.requests();
+    let started = Instant::now();
+    let app = App::start(config(&dir, &tokens, upstream, false))
+        .await
+        .unwrap();
+    let tenants = app.tenants("hotels").unwrap();
+    let all = until_connected(&tenants, due, Duration::from_secs(600)).await;
+    println!(
+        "due together: {due} tenants refreshed {} times, at most {} token requests at once (token_concurrency 4; provider latency 50 ms); all connected {:?} after start",
+        tokens.requests() - before,
+        tokens.max_in_flight(),
+        started.elapsed().max(all)
+    );
+    app.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
