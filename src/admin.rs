@@ -7,12 +7,14 @@ mod flow;
 mod host;
 mod migrate;
 mod respond;
+mod status_page;
 mod tenants;
 mod webhook;
 mod wiring;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
@@ -47,10 +49,16 @@ pub struct Admin {
     pub flows: ConnectFlows,
     /// App-state events being confirmed with the provider.
     pub confirmations: webhook::Confirmations,
+    /// Where flows are kept for the other replicas (a postgres store; others keep none).
+    pub shared_flows: Option<Arc<dyn crate::store::TokenStore>>,
 }
 
 pub struct AdminConnection {
     pub connection: Arc<Connection>,
+    /// The proxy listener's bound address: the app's base URL is `http://` this.
+    pub listen: SocketAddr,
+    /// The upstream's base URL, for the status page.
+    pub upstream: String,
     pub provider: Provider,
     pub grant: GrantKind,
     /// Present for authorization-code connections that can be connected from the page.
@@ -122,7 +130,7 @@ impl Admin {
             }
             (&Method::GET, ["oauth", "callback"]) => self.callback(&parts.uri).await,
             (&Method::GET, ["connections", name, "install"]) => match self.find(name) {
-                Some(c) => self.install(c, parts.uri.query()),
+                Some(c) => self.install(c, parts.uri.query()).await,
                 None => not_found(),
             },
             (&Method::GET, ["connections", name, "tenants"]) => match self.find(name) {
@@ -159,7 +167,7 @@ impl Admin {
                         "a reconnect starts from the status page at admin.public_url",
                     );
                 }
-                self.connect_tenant(c, id)
+                self.connect_tenant(c, id).await
             }
             (
                 &Method::POST,
@@ -313,46 +321,6 @@ impl Admin {
                 &json!({"ready": false, "not_ready": not_ready}),
             )
         }
-    }
-
-    fn status_page(&self, headers: &http::HeaderMap) -> AdminResponse {
-        if !self.guard.authorized(headers) {
-            return self.guard.challenge();
-        }
-        let now = SystemTime::now();
-        let snapshots: Vec<Arc<TokenState>> = self
-            .connections
-            .iter()
-            .map(|c| c.connection.snapshot())
-            .collect();
-        let rows: Vec<pages::Row<'_>> = self
-            .connections
-            .iter()
-            .zip(&snapshots)
-            .map(|(c, s)| pages::Row {
-                name: &c.connection.name,
-                provider: c.provider.as_str(),
-                state: s.state,
-                expires: match s.expires_at_wall {
-                    Some(at) if s.has_valid_token(Instant::now()) => match at.duration_since(now) {
-                        Ok(left) => format!(
-                            "in {}",
-                            humantime::format_duration(Duration::from_secs(left.as_secs()))
-                        ),
-                        Err(_) => "expired".into(),
-                    },
-                    Some(_) => "expired".into(),
-                    None if s.has_valid_token(Instant::now()) => "when the API says so".into(),
-                    None => "-".into(),
-                },
-                last_refresh: s.last_refresh.map_or_else(|| "-".into(), rfc3339),
-                last_error: s.last_error.as_deref(),
-                connectable: c.connect.is_some(),
-                key_last_used: (migrate::credential(c, s) == "api_key")
-                    .then(|| migrate::last_used_at(c, s).map_or_else(|| "-".into(), rfc3339)),
-            })
-            .collect();
-        html(StatusCode::OK, pages::status(&rows, &self.guard.csrf))
     }
 
     async fn refresh(&self, c: &AdminConnection, from_page: bool) -> AdminResponse {

@@ -122,7 +122,7 @@ impl App {
             };
             let addr = listeners[0].0.local_addr().map_err(bind_error)?;
             tracing::info!(connection = %c.name, %addr, upstream = %c.upstream, "proxy listening");
-            admin_connections.push(AdminConnection::new(c, &proxy));
+            admin_connections.push(AdminConnection::new(c, &proxy, addr));
             app.connections.push(Arc::clone(&proxy.connection));
             app.proxies.push((c.name.clone(), addr));
             match (refresher, &proxy.tenants, &store) {
@@ -177,6 +177,7 @@ impl App {
             metrics,
             admin_connections,
             app.admin_addr,
+            store.clone(),
         ));
         let handler = move |request| {
             let admin = Arc::clone(&admin);

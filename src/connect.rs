@@ -10,7 +10,7 @@ pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,6 +20,7 @@ use url::Url;
 
 use crate::scrub::scrub;
 use crate::secret::SecretString;
+use crate::store::flows::FlowRecord;
 
 /// How long a connect flow may take between redirect and callback.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(600);
@@ -50,6 +51,9 @@ pub struct Pending {
     pub verifier: SecretString,
     pub redirect_uri: String,
     started: Instant,
+    /// Kept in the store for the other replicas too: then the store's copy decides whether
+    /// the flow is still open (another replica may have finished it).
+    pub shared: bool,
 }
 
 /// Why a callback is refused. None of these change anything stored.
@@ -136,6 +140,7 @@ impl ConnectFlows {
                 verifier: SecretString::new(verifier),
                 redirect_uri: settings.redirect_uri.to_string(),
                 started: now,
+                shared: false,
             },
         );
         url
@@ -170,20 +175,59 @@ impl ConnectFlows {
             .remove(state)
             .filter(|p| now.duration_since(p.started) < STATE_LIFETIME)
             .ok_or((None, CallbackError::UnknownState))?;
-        let connection = Some(pending.connection.clone());
-        if let Some(error) = param("error") {
-            let description = param("error_description").unwrap_or("");
-            let text = scrub(
-                &format!("{error} {description}"),
-                &[pending.verifier.secret()],
-            );
-            let text: String = text.chars().take(200).collect();
-            return Err((connection, CallbackError::Denied(text.trim().to_owned())));
+        complete(pending, query)
+    }
+
+    /// As [`ConnectFlows::finish`] for a flow another replica started, taken from the store
+    /// (which only returns it unexpired, and only once).
+    pub fn finish_shared(
+        &self,
+        query: &[(String, String)],
+        flow: FlowRecord,
+        now: Instant,
+    ) -> Result<(Pending, SecretString), (Option<String>, CallbackError)> {
+        let pending = Pending {
+            connection: flow.connection,
+            install: flow.install,
+            verifier: flow.verifier,
+            redirect_uri: flow.redirect_uri,
+            started: now,
+            shared: true,
+        };
+        complete(pending, query)
+    }
+
+    /// The flow started with `url` (from [`ConnectFlows::start`]), as the store keeps it for
+    /// the other replicas.
+    pub fn shareable(&self, url: &Url) -> Option<FlowRecord> {
+        let state = url
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())?;
+        let pending = self.lock();
+        let p = pending.get(&state)?;
+        let left = STATE_LIFETIME.saturating_sub(p.started.elapsed());
+        Some(FlowRecord {
+            key: FlowRecord::key_of(&state),
+            connection: p.connection.clone(),
+            install: p.install.clone(),
+            verifier: p.verifier.clone(),
+            redirect_uri: p.redirect_uri.clone(),
+            expires_at: SystemTime::now() + left,
+        })
+    }
+
+    /// Records that the flow started with `url` is kept in the store as well.
+    pub fn mark_shared(&self, url: &Url) {
+        let state = url
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v);
+        if let Some(state) = state
+            && let Some(pending) = self.lock().get_mut(state.as_ref())
+        {
+            pending.shared = true;
         }
-        let code = param("code")
-            .filter(|c| !c.is_empty())
-            .ok_or((connection, CallbackError::MissingCode))?;
-        Ok((pending, SecretString::new(code.to_owned())))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
@@ -192,6 +236,34 @@ impl ConnectFlows {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The rest of a callback's checks, once its flow is found: the provider's refusal, or the
+/// code.
+fn complete(
+    pending: Pending,
+    query: &[(String, String)],
+) -> Result<(Pending, SecretString), (Option<String>, CallbackError)> {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let connection = Some(pending.connection.clone());
+    if let Some(error) = param("error") {
+        let description = param("error_description").unwrap_or("");
+        let text = scrub(
+            &format!("{error} {description}"),
+            &[pending.verifier.secret()],
+        );
+        let text: String = text.chars().take(200).collect();
+        return Err((connection, CallbackError::Denied(text.trim().to_owned())));
+    }
+    let code = param("code")
+        .filter(|c| !c.is_empty())
+        .ok_or((connection, CallbackError::MissingCode))?;
+    Ok((pending, SecretString::new(code.to_owned())))
 }
 
 /// `bytes` random bytes, base64url without padding (RFC 7636 unreserved characters).

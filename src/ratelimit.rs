@@ -8,17 +8,22 @@
 //! generic-cell-rate check on top spaces the requests when `burst` is smaller. A slot is
 //! reserved when it is handed out, so callers go in the order they asked, and one short,
 //! uncontended critical section is all a request under the limit pays (no await, no
-//! allocation: `benches/hot_path.rs` measures it).
+//! allocation: `benches/ratelimit.rs` measures it).
 //!
 //! Replicas sharing a postgres store split the budget ([`Limiter::set_share`]): each takes an
 //! integer part of `rps` per window, so the sum over replicas stays within `rps` in every
-//! window. An upstream 429 with `Retry-After` pauses the scope ([`Limiter::pause`]); requests
-//! already waiting then go, in order, after the pause.
+//! window. An upstream 429 with `Retry-After` pauses the scope ([`Limiter::pause`]).
+//!
+//! Either change re-plans the slots already handed out to waiting requests, in their order,
+//! under the new share or after the pause, and wakes the waiters to take their new slots
+//! (each holds a ticket into the plan). Without that, a replica whose share shrank (another
+//! joined) would keep sending at the old rate for up to `max_wait`, over the budget, and one
+//! whose share grew (another left) would not use it until its queue drained.
 
-use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{Over, RateLimitConfig};
@@ -36,21 +41,9 @@ pub struct Limiter {
     burst: u32,
     over: Over,
     max_wait: Duration,
-    state: Mutex<State>,
-}
-
-struct State {
-    /// Requests per window for this process.
-    quota: u32,
-    /// The window the quota applies to (one second, longer when replicas outnumber `rps`).
-    window: Duration,
-    /// Slots handed out, oldest first; none older than a window before the newest.
-    sent: VecDeque<Instant>,
-    /// Theoretical arrival time of the generic-cell-rate check that enforces `burst`.
-    tat: Option<Instant>,
-    paused_until: Option<Instant>,
-    /// Counts pauses, so a waiter can tell that one began while it slept.
-    pauses: u64,
+    plan: Mutex<Plan>,
+    /// The plan's version ([`Plan::changes`]), for waiters to notice a re-plan.
+    replanned: watch::Sender<u64>,
 }
 
 /// What [`Limiter::admit`] decided.
@@ -58,8 +51,13 @@ struct State {
 pub enum Admission {
     /// Go now.
     Now,
-    /// A slot is reserved at `at`; sleep until then. `pauses` is the pause count at the time.
-    Wait { at: Instant, pauses: u64 },
+    /// A slot is reserved at `at` for `ticket`; sleep until then. `changes` is the plan's
+    /// version at the time: if it changes, the ticket's slot may have moved.
+    Wait {
+        at: Instant,
+        ticket: u64,
+        changes: u64,
+    },
     /// Over the limit: nothing reserved; try again after `retry_after`.
     Reject { retry_after: Duration },
 }
@@ -76,70 +74,41 @@ impl Limiter {
             burst: config.burst.max(1),
             over: config.over,
             max_wait: config.max_wait,
-            state: Mutex::new(State {
-                quota: config.rps.max(1),
-                window: WINDOW,
-                sent: VecDeque::with_capacity(config.rps.max(1) as usize),
-                tat: None,
-                paused_until: None,
-                pauses: 0,
-            }),
+            plan: Mutex::new(Plan::new(config.rps.max(1), WINDOW)),
+            replanned: watch::channel(0).0,
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    fn plan(&self) -> MutexGuard<'_, Plan> {
         // Every update below is complete before anything that could panic.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.plan.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// This process's part of `rps` when `live` replicas share it and this one is the
-    /// `index`-th (0-based, in an order every replica agrees on).
+    /// `index`-th (0-based, in an order every replica agrees on). Requests already waiting
+    /// are re-planned under the new share at once.
     pub fn set_share(&self, rps: u32, index: usize, live: usize) {
         let (quota, window) = share(rps, index, live);
-        let mut state = self.state();
-        state.quota = quota;
-        state.window = window;
+        let mut plan = self.plan();
+        if (plan.quota, plan.window) == (quota, window) {
+            return;
+        }
+        plan.quota = quota;
+        plan.window = window;
+        self.replan(plan, Instant::now());
     }
 
     /// This process's quota and window now.
     pub fn share(&self) -> (u32, Duration) {
-        let state = self.state();
-        (state.quota, state.window)
+        let plan = self.plan();
+        (plan.quota, plan.window)
     }
 
     /// Decides the slot of a request arriving at `now` that may wait at most `budget`.
     pub fn admit(&self, now: Instant, budget: Duration) -> Admission {
-        let mut state = self.state();
-        let window = state.window + WINDOW_SLACK;
-        let quota = state.quota as usize;
-        while state
-            .sent
-            .front()
-            .is_some_and(|&t| t + window <= now || state.sent.len() > quota)
-        {
-            state.sent.pop_front();
-        }
-        let mut slot = now;
-        if let Some(until) = state.paused_until {
-            slot = slot.max(until);
-        }
-        if let Some(&last) = state.sent.back() {
-            // First come, first served: never before a slot already handed out.
-            slot = slot.max(last);
-        }
-        if state.sent.len() >= quota
-            && let Some(&oldest) = state.sent.get(state.sent.len() - quota)
-        {
-            slot = slot.max(oldest + window);
-        }
-        let interval = state.window / state.quota.max(1);
-        let burst = self.burst.min(state.quota);
-        if let Some(tat) = state.tat {
-            let tolerance = interval * (burst - 1);
-            if let Some(earliest) = tat.checked_sub(tolerance) {
-                slot = slot.max(earliest);
-            }
-        }
+        let mut plan = self.plan();
+        plan.settle(now);
+        let slot = plan.next_slot(now, self.burst);
         let wait = slot.saturating_duration_since(now);
         let refuse = match self.over {
             Over::Reject => !wait.is_zero(),
@@ -150,51 +119,110 @@ impl Limiter {
                 retry_after: wait.max(Duration::from_millis(1)),
             };
         }
-        state.tat = Some(state.tat.map_or(slot, |tat| tat.max(slot)) + interval);
-        state.sent.push_back(slot);
-        if wait.is_zero() {
-            Admission::Now
-        } else {
-            Admission::Wait {
+        match plan.take(slot, now) {
+            None => Admission::Now,
+            Some(ticket) => Admission::Wait {
                 at: slot,
-                pauses: state.pauses,
-            }
+                ticket,
+                changes: plan.changes,
+            },
         }
     }
 
-    /// True if a pause began after `pauses` was read and is still running at `now`.
-    fn paused_since(&self, pauses: u64, now: Instant) -> bool {
-        let state = self.state();
-        state.pauses != pauses && state.paused_until.is_some_and(|until| until > now)
+    /// The slot of a waiting `ticket` (`None` once it has come) and the plan's version.
+    fn slot_of(&self, ticket: u64) -> (Option<Instant>, u64) {
+        let plan = self.plan();
+        (plan.slot_of(ticket), plan.changes)
+    }
+
+    /// A waiter gave up (refused after a re-plan, or its request went away): its slot goes
+    /// to the requests behind it.
+    fn leave(&self, ticket: u64) {
+        let mut plan = self.plan();
+        if plan.remove(ticket) {
+            self.replan(plan, Instant::now());
+        }
+    }
+
+    /// Re-plans the waiting requests and wakes them to take their new slots.
+    fn replan(&self, mut plan: MutexGuard<'_, Plan>, now: Instant) {
+        plan.replan(now, self.burst);
+        let changes = plan.changes;
+        drop(plan);
+        self.replanned.send_replace(changes);
     }
 
     /// The upstream said 429 with `Retry-After`: no request from this scope before then.
+    /// Requests already waiting keep their order, after the pause.
     pub fn pause(&self, now: Instant, retry_after: Duration) {
         let until = now + retry_after.min(MAX_PAUSE);
-        let mut state = self.state();
-        state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
-        state.pauses += 1;
+        let mut plan = self.plan();
+        plan.paused_until = Some(plan.paused_until.map_or(until, |u| u.max(until)));
+        self.replan(plan, now);
     }
 
     /// Waits for this request's turn: `Ok(waited)` once it may go, `Err` when the wait would
-    /// pass `max_wait` (or at once with `over = "reject"`).
+    /// pass `max_wait` (or at once with `over = "reject"`). A waiter that a re-plan moves past
+    /// `max_wait` is refused then, and one whose request goes away leaves the queue: their
+    /// slots go to the requests behind them.
     pub async fn acquire(&self) -> Result<Duration, Rejected> {
         let start = Instant::now();
-        let mut now = start;
+        let (mut at, ticket, mut seen) = match self.admit(start, self.max_wait) {
+            Admission::Now => return Ok(Duration::ZERO),
+            Admission::Reject { retry_after } => return Err(Rejected { retry_after }),
+            Admission::Wait {
+                at,
+                ticket,
+                changes,
+            } => (at, ticket, changes),
+        };
+        let mut waiting = Waiting {
+            limiter: self,
+            ticket: Some(ticket),
+        };
+        let mut replans = self.replanned.subscribe();
         loop {
-            let budget = self.max_wait.saturating_sub(now - start);
-            match self.admit(now, budget) {
-                Admission::Now => return Ok(now - start),
-                Admission::Reject { retry_after } => return Err(Rejected { retry_after }),
-                Admission::Wait { at, pauses } => {
-                    tokio::time::sleep_until(at).await;
-                    now = Instant::now();
-                    // A pause that began while this request slept moves it behind the pause.
-                    if !self.paused_since(pauses, now) {
-                        return Ok(now - start);
+            // A re-plan between the admission and the subscription is caught here.
+            let (slot, changes) = self.slot_of(ticket);
+            if changes != seen {
+                seen = changes;
+                match slot {
+                    Some(slot) => at = slot,
+                    None => {
+                        waiting.ticket = None;
+                        return Ok(start.elapsed());
                     }
                 }
             }
+            let now = Instant::now();
+            if at <= now {
+                waiting.ticket = None;
+                return Ok(now - start);
+            }
+            if at - start > self.max_wait {
+                return Err(Rejected {
+                    retry_after: at - now,
+                });
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                _ = replans.changed() => {}
+            }
+        }
+    }
+}
+
+/// A request in the queue; dropped before its turn (refused, or its future dropped because
+/// the app went away), it leaves the queue.
+struct Waiting<'a> {
+    limiter: &'a Limiter,
+    ticket: Option<u64>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.limiter.leave(ticket);
         }
     }
 }
@@ -230,7 +258,10 @@ pub fn share(rps: u32, index: usize, live: usize) -> (u32, Duration) {
     }
 }
 
+mod plan;
 pub mod replicas;
+
+use plan::Plan;
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! the token fields of both when `store.key` is set. [`open`] builds the configured one.
 
 pub mod file;
+pub mod flows;
 pub mod outbox;
 pub mod postgres;
 pub mod seal;
@@ -178,6 +179,24 @@ pub trait TokenStore: Send + Sync {
     /// with a stamp that changes whenever its record is written.
     fn tenants<'a>(&'a self, app: &'a str)
     -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>>;
+    /// Keeps a connect flow for the other replicas (any may get its callback); true if it
+    /// was kept. Stores that are not shared by replicas keep nothing (false): the flow lives
+    /// in the process that started it.
+    fn flow_put<'a>(
+        &'a self,
+        flow: &'a flows::FlowRecord,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let _ = flow;
+        Box::pin(async { Ok(false) })
+    }
+    /// Takes (and deletes) the unexpired flow kept under `key`, if any; one caller gets it.
+    fn flow_take<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<flows::FlowRecord>, StoreError>> {
+        let _ = key;
+        Box::pin(async { Ok(None) })
+    }
     /// Withdraws this replica at a clean stop, so the others take its share at once.
     fn leave<'a>(&'a self, replica: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let _ = replica;

@@ -300,7 +300,7 @@ async fn migrations_run_concurrently_and_import_reaches_every_replica() {
     let daemons: Vec<_> = replicas.iter().map(Replica::start).collect();
     let count = "SELECT count(*)::text FROM bearerd_schema";
     // Every migration applied once, however many replicas raced to apply it.
-    let all = vec![Some("5".to_owned())];
+    let all = vec![Some(bearerd::store::postgres::SCHEMA_VERSIONS.to_string())];
     eventually(Duration::from_secs(20), "schema migrated", || async {
         let tables = db
             .column("SELECT to_regclass('bearerd_schema')::text")

@@ -40,10 +40,11 @@ impl Admin {
         };
         if c.tenants.is_some() {
             // An app has no grant of its own: connecting it installs a tenant.
-            return self.install(c, None);
+            return self.install(c, None).await;
         }
         let now = Instant::now();
         let url = self.flows.start(&c.connection.name, settings, now);
+        self.share_flow(&url).await;
         let (done, published) = oneshot::channel();
         let until = now + STATE_LIFETIME;
         if c.connection
@@ -60,7 +61,7 @@ impl Admin {
             form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
                 .into_owned()
                 .collect();
-        let (pending, code) = match self.flows.finish(&query, Instant::now()) {
+        let (pending, code) = match self.finish_flow(&query).await {
             Ok(done) => done,
             Err((connection, error)) => {
                 let c = connection.as_deref().and_then(|n| self.find(n));
@@ -133,6 +134,63 @@ impl Admin {
                     ),
                 )
             }
+        }
+    }
+
+    /// Keeps the flow started with `url` in the store for the other replicas (the provider
+    /// may send the browser back to any of them). A failure is logged; this replica can
+    /// still finish the flow.
+    pub(super) async fn share_flow(&self, url: &url::Url) {
+        let (Some(store), Some(flow)) = (&self.shared_flows, self.flows.shareable(url)) else {
+            return;
+        };
+        match store.flow_put(&flow).await {
+            Ok(true) => self.flows.mark_shared(url),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(connection = %flow.connection, %error, "cannot share a connect flow with the other replicas; its callback must come back to this one");
+            }
+        }
+    }
+
+    /// Finds a callback's flow: here, or kept in the store by the replica that started it.
+    /// Either way the store's copy is taken, so no replica honours the callback twice.
+    async fn finish_flow(
+        &self,
+        query: &[(String, String)],
+    ) -> Result<
+        (crate::connect::Pending, SecretString),
+        (Option<String>, crate::connect::CallbackError),
+    > {
+        let now = Instant::now();
+        let local = self.flows.finish(query, now);
+        let Some(store) = &self.shared_flows else {
+            return local;
+        };
+        let Some(state) = query.iter().find(|(k, _)| k == "state").map(|(_, v)| v) else {
+            return local;
+        };
+        let key = crate::store::flows::FlowRecord::key_of(state);
+        let shared = store.flow_take(&key).await;
+        use crate::connect::CallbackError::UnknownState;
+        match (local, shared) {
+            (Err((None, UnknownState)), Ok(Some(flow))) => {
+                self.flows.finish_shared(query, flow, now)
+            }
+            // Kept in the store, and no longer there: another replica finished it. Redeeming
+            // the code again would fail, and a provider may revoke the grant the code gave.
+            (Ok((pending, _)), Ok(None)) if pending.shared => {
+                Err((Some(pending.connection), UnknownState))
+            }
+            (Ok((pending, _)), Err(error)) if pending.shared => {
+                tracing::warn!(%error, "cannot read shared connect flows; refusing a callback another replica may have finished");
+                Err((Some(pending.connection), UnknownState))
+            }
+            (local, Err(error)) => {
+                tracing::warn!(%error, "cannot read shared connect flows");
+                local
+            }
+            (local, _) => local,
         }
     }
 

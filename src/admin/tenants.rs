@@ -22,7 +22,7 @@ use crate::token::ConnState;
 impl Admin {
     /// `GET /connections/NAME/install[?tenant=ID]`: starts the authorization-code flow for
     /// a new (or reinstalled) tenant.
-    pub(super) fn install(&self, c: &AdminConnection, query: Option<&str>) -> AdminResponse {
+    pub(super) async fn install(&self, c: &AdminConnection, query: Option<&str>) -> AdminResponse {
         let (Some(settings), Some(_)) = (&c.connect, &c.tenants) else {
             return html(
                 StatusCode::CONFLICT,
@@ -49,6 +49,7 @@ impl Admin {
         let url = self
             .flows
             .start_install(&c.connection.name, settings, tenant, Instant::now());
+        self.share_flow(&url).await;
         redirect(StatusCode::FOUND, url.as_str())
     }
 
@@ -171,11 +172,11 @@ impl Admin {
     }
 
     /// `GET .../tenants/ID/connect`: reconnect one tenant (an install naming it).
-    pub(super) fn connect_tenant(&self, c: &AdminConnection, id: &str) -> AdminResponse {
+    pub(super) async fn connect_tenant(&self, c: &AdminConnection, id: &str) -> AdminResponse {
         if c.tenants.as_ref().and_then(|t| t.get(id)).is_none() {
             return not_found();
         }
-        self.install(c, Some(&format!("tenant={id}")))
+        self.install(c, Some(&format!("tenant={id}"))).await
     }
 
     /// The HTML tenant table of an app (`GET /connections/NAME/page`).

@@ -18,6 +18,7 @@ impl Admin {
         metrics: Arc<Metrics>,
         connections: Vec<AdminConnection>,
         listen: SocketAddr,
+        store: Option<Arc<dyn crate::store::TokenStore>>,
     ) -> Admin {
         let public_origin = url::Url::parse(&config.admin.public_url)
             .map(|u| u.origin().ascii_serialization())
@@ -37,13 +38,14 @@ impl Admin {
             hosts,
             flows: ConnectFlows::default(),
             confirmations: Default::default(),
+            shared_flows: store,
         }
     }
 }
 
 impl AdminConnection {
-    /// What the admin listener needs of a connection.
-    pub fn new(c: &ConnectionConfig, proxy: &Proxy) -> AdminConnection {
+    /// What the admin listener needs of a connection whose proxy listens at `listen`.
+    pub fn new(c: &ConnectionConfig, proxy: &Proxy, listen: SocketAddr) -> AdminConnection {
         let credentials = c.credentials.as_ref().ok();
         let client_id = credentials.map(|creds| creds.client_id.secret().to_owned());
         let client_secret = credentials.and_then(|creds| creds.client_secret.clone());
@@ -83,8 +85,15 @@ impl AdminConnection {
             }
             _ => None,
         };
+        // `https://api.example.com/` reads better without the root path's slash.
+        let upstream = match c.upstream.as_str().strip_suffix('/') {
+            Some(base) if c.upstream.path() == "/" => base.to_owned(),
+            _ => c.upstream.to_string(),
+        };
         AdminConnection {
             connection: Arc::clone(&proxy.connection),
+            listen,
+            upstream,
             provider: c.provider,
             grant: c.grant,
             connect,

@@ -1,31 +1,16 @@
-//! Server-rendered HTML: the status page (one row per connection with its state and the
-//! Connect / Reconnect / Disconnect buttons that fit it) and the connect result pages.
+//! Server-rendered HTML: the status page ([`status`], in its own file) and the connect
+//! result pages.
 //! Plain HTML and a little CSS: fast, no build step, readable on a phone. Every value is
 //! escaped; no token, secret or code is ever rendered.
 
-use std::fmt::Write;
+mod status_page;
+pub mod when;
 
-use crate::token::ConnState;
-
-/// One connection as the status page shows it.
-pub struct Row<'a> {
-    pub name: &'a str,
-    pub provider: &'a str,
-    pub state: ConnState,
-    /// "in 42m", "expired", "-".
-    pub expires: String,
-    pub last_refresh: String,
-    pub last_error: Option<&'a str>,
-    /// An authorization-code connection that can be (re)connected from the page.
-    pub connectable: bool,
-    /// An API key connection: when the key was last used ("-" if not yet known).
-    pub key_last_used: Option<String>,
-}
+pub use status_page::{AppTenants, Expiry, Row, Standing, status};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;padding:1rem;color:#1d2330;background:#f6f7f9}\
 h1{font-size:1.4rem}table{border-collapse:collapse;width:100%;background:#fff}\
 th,td{padding:.6rem;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}\
-.state{font-weight:600}.ok{color:#136c2e}.warn{color:#8a5a00}.bad{color:#b3261e}\
 .button,button{display:inline-block;padding:.4rem .8rem;border-radius:6px;border:1px solid #3056d3;\
 background:#3056d3;color:#fff;text-decoration:none;font:inherit;cursor:pointer;margin:.1rem}\
 button.disconnect{background:#fff;color:#b3261e;border-color:#b3261e}form{display:inline}\
@@ -52,110 +37,14 @@ pub(crate) fn page(title: &str, body: &str) -> String {
     page_with(title, body, "")
 }
 
-/// How often the status page reloads itself, so an open tab shows the token counting down
-/// and being refreshed, and a state change, without anyone pressing reload.
-const STATUS_RELOAD_SECONDS: u32 = 5;
-
+/// A page; `head` goes after the shared style, so a page's own CSS wins over it.
 pub(crate) fn page_with(title: &str, body: &str, head: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{head}\
-<title>{title}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<title>{title}</title><style>{STYLE}</style>{head}</head><body>{body}</body></html>",
         title = escape(title),
     )
-}
-
-fn state_class(state: ConnState) -> &'static str {
-    match state {
-        ConnState::Connected | ConnState::Refreshing => "ok",
-        ConnState::Degraded | ConnState::Authorizing => "warn",
-        ConnState::NeedsAuthorization | ConnState::Disconnected | ConnState::Misconfigured => "bad",
-    }
-}
-
-/// What a state means, in plain words.
-fn explain(state: ConnState) -> &'static str {
-    match state {
-        ConnState::Connected => "Connected: requests carry a valid token.",
-        ConnState::Refreshing => "Connected; a token refresh is under way.",
-        ConnState::Degraded => {
-            "The last refresh failed; retrying. The current token is used while valid."
-        }
-        ConnState::Authorizing => "Waiting for someone to finish connecting at the provider.",
-        ConnState::NeedsAuthorization => "Not connected: press Connect and log in at the provider.",
-        ConnState::Disconnected => "Disconnected on purpose. Press Connect to connect again.",
-        ConnState::Misconfigured => {
-            "The configuration must be fixed by the operator (see the error)."
-        }
-    }
-}
-
-fn buttons(row: &Row<'_>, csrf: &str) -> String {
-    let name = escape(row.name);
-    let post = |action: &str, class: &str, label: &str| {
-        format!(
-            "<form method=\"post\" action=\"/connections/{name}/{action}\">\
-<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-<button class=\"{class}\" type=\"submit\">{label}</button></form>"
-        )
-    };
-    let serving = matches!(
-        row.state,
-        ConnState::Connected | ConnState::Refreshing | ConnState::Degraded
-    );
-    match (row.connectable, serving, row.state) {
-        (_, _, ConnState::Misconfigured) => String::new(),
-        (true, true, _) => format!(
-            "<a class=\"button reconnect\" href=\"/connections/{name}/connect\">Reconnect</a>{}",
-            post("disconnect", "disconnect", "Disconnect")
-        ),
-        (true, false, _) => {
-            format!("<a class=\"button connect\" href=\"/connections/{name}/connect\">Connect</a>")
-        }
-        (false, true, _) => format!(
-            "{}{}",
-            post("refresh", "refresh", "Refresh"),
-            post("disconnect", "disconnect", "Disconnect")
-        ),
-        (false, false, _) => post("refresh", "refresh", "Refresh"),
-    }
-}
-
-/// The status page.
-pub fn status(rows: &[Row<'_>], csrf: &str) -> String {
-    let mut body = String::from(
-        "<h1>bearerd</h1><table><thead><tr><th>Connection</th><th>State</th>\
-<th>Token expires</th><th>Last refresh</th><th>Last error</th><th></th></tr></thead><tbody>",
-    );
-    for row in rows {
-        let _ = write!(
-            body,
-            "<tr id=\"conn-{name}\"><td><strong>{name}</strong><br><span class=\"muted\">{provider}</span></td>\
-<td><span class=\"state {class}\">{state}</span> <span class=\"muted\">({app_state})</span><br>\
-<span class=\"muted\">{explain}</span></td><td>{expires}{key}</td><td>{last_refresh}</td>\
-<td>{error}</td><td>{buttons}</td></tr>",
-            name = escape(row.name),
-            provider = escape(row.provider),
-            class = state_class(row.state),
-            state = row.state.as_str(),
-            app_state = row.state.app_state(),
-            explain = explain(row.state),
-            expires = escape(&row.expires),
-            key = row
-                .key_last_used
-                .as_deref()
-                .map_or_else(String::new, |at| format!(
-                    "<br><span class=\"muted key\">API key, last used {}</span>",
-                    escape(at)
-                )),
-            last_refresh = escape(&row.last_refresh),
-            error = escape(row.last_error.unwrap_or("")),
-            buttons = buttons(row, csrf),
-        );
-    }
-    body.push_str("</tbody></table><p class=\"muted\">This page reloads itself every 5 seconds. Metrics at <a href=\"/metrics\">/metrics</a>, JSON at <a href=\"/connections\">/connections</a>.</p>");
-    let reload = format!("<meta http-equiv=\"refresh\" content=\"{STATUS_RELOAD_SECONDS}\">");
-    page_with("bearerd status", &body, &reload)
 }
 
 /// The page after a successful connect, with what the probe returned.
@@ -202,49 +91,4 @@ pub fn problem(title: &str, detail: &str) -> String {
             escape(detail)
         ),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(state: ConnState, connectable: bool) -> Row<'static> {
-        Row {
-            name: "hotel",
-            provider: "cloudbeds",
-            state,
-            expires: "-".into(),
-            last_refresh: "-".into(),
-            last_error: Some("<script>alert(1)</script>"),
-            connectable,
-            key_last_used: None,
-        }
-    }
-
-    #[test]
-    fn buttons_fit_the_state() {
-        let page = status(&[row(ConnState::NeedsAuthorization, true)], "c");
-        assert!(page.contains("class=\"button connect\""));
-        assert!(!page.contains("Disconnect"));
-        let page = status(&[row(ConnState::Connected, true)], "c");
-        assert!(page.contains("Reconnect") && page.contains("class=\"disconnect\""));
-        let page = status(&[row(ConnState::Misconfigured, true)], "c");
-        assert!(!page.contains("<button") && !page.contains("Connect</a>"));
-        let page = status(&[row(ConnState::Connected, false)], "c");
-        assert!(page.contains("Refresh") && !page.contains("Connect</a>"));
-    }
-
-    #[test]
-    fn the_status_page_reloads_itself_and_the_result_pages_do_not() {
-        let page = status(&[row(ConnState::Connected, true)], "c");
-        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
-        assert!(!problem("t", "d").contains("http-equiv"));
-    }
-
-    #[test]
-    fn values_are_escaped() {
-        let page = status(&[row(ConnState::Degraded, true)], "c");
-        assert!(!page.contains("<script>"));
-        assert!(page.contains("&lt;script&gt;"));
-    }
 }

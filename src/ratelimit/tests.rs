@@ -240,3 +240,214 @@ fn retry_after_is_seconds_or_a_date() {
     assert_eq!(parse_retry_after(b"soon", now), None);
     assert_eq!(parse_retry_after(b"-1", now), None);
 }
+
+/// Admits `n` requests arriving at `now` and returns their tickets.
+fn queue(limiter: &Limiter, now: Instant, n: usize) -> Vec<u64> {
+    (0..n)
+        .filter_map(|_| match limiter.admit(now, Duration::from_secs(60)) {
+            Admission::Wait { ticket, .. } => Some(ticket),
+            Admission::Now => None,
+            Admission::Reject { .. } => panic!("refused"),
+        })
+        .collect()
+}
+
+/// The slots of `tickets` as planned now.
+fn planned(limiter: &Limiter, tickets: &[u64]) -> Vec<Instant> {
+    tickets
+        .iter()
+        .map(|&t| limiter.slot_of(t).0.expect("still planned"))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_smaller_share_replans_the_waiting_requests_within_it() {
+    // Alone with rps = 10, forty requests are queued four seconds deep; then two more
+    // replicas join. From then on this one may send only its 4 a second, queue or not.
+    let limiter = Limiter::new(&config(10, 10, Over::Wait, Duration::from_secs(60)));
+    let start = Instant::now();
+    let tickets = queue(&limiter, start, 50);
+    assert_eq!(tickets.len(), 40);
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let replanned = Instant::now();
+    limiter.set_share(10, 0, 3);
+    let slots = planned(&limiter, &tickets);
+    assert!(slots.windows(2).all(|w| w[0] <= w[1]), "order kept");
+    let after: Vec<Instant> = slots.into_iter().filter(|&s| s > replanned).collect();
+    assert_eq!(after.len(), 40, "none of them had gone yet");
+    assert!(most_in_any_window(&after, WINDOW) <= 4);
+    // And they still use the share: forty at 4 a second take about ten seconds.
+    let span = *after.last().unwrap() - replanned;
+    assert!(span < Duration::from_millis(10_200), "{span:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_larger_share_moves_the_waiting_requests_earlier() {
+    // One of three replicas (4 a second) with a queue; the other two leave.
+    let limiter = Limiter::new(&config(10, 10, Over::Wait, Duration::from_secs(60)));
+    limiter.set_share(10, 0, 3);
+    let start = Instant::now();
+    let tickets = queue(&limiter, start, 24);
+    assert_eq!(tickets.len(), 20);
+    let before = *planned(&limiter, &tickets).last().unwrap();
+    assert!(
+        before - start >= Duration::from_secs(5),
+        "{:?}",
+        before - start
+    );
+    limiter.set_share(10, 0, 1);
+    let slots = planned(&limiter, &tickets);
+    assert!(slots.windows(2).all(|w| w[0] <= w[1]), "order kept");
+    let last = *slots.last().unwrap();
+    assert!(
+        last - start < Duration::from_millis(2100),
+        "{:?}",
+        last - start
+    );
+    let mut all = vec![start; 4];
+    all.extend(slots);
+    assert!(most_in_any_window(&all, WINDOW) <= 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_takes_its_new_slot_when_the_share_grows() {
+    let limiter = std::sync::Arc::new(Limiter::new(&config(
+        2,
+        2,
+        Over::Wait,
+        Duration::from_secs(10),
+    )));
+    limiter.set_share(2, 0, 2);
+    let start = Instant::now();
+    assert_eq!(limiter.acquire().await, Ok(Duration::ZERO));
+    let waiter = tokio::spawn({
+        let limiter = std::sync::Arc::clone(&limiter);
+        async move { limiter.acquire().await.map(|_| Instant::now()) }
+    });
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_millis(100)).await;
+    // The other replica left: this one's quota is 2 a second, so the waiter goes now, not
+    // after the second it was planned for.
+    limiter.set_share(2, 0, 1);
+    let went = waiter.await.unwrap().unwrap();
+    assert!(
+        went - start < Duration::from_millis(200),
+        "{:?}",
+        went - start
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_keep_their_order_through_a_pause() {
+    // burst = 1: every waiter has a slot of its own, so their order is observable.
+    let limiter = std::sync::Arc::new(Limiter::new(&config(
+        5,
+        1,
+        Over::Wait,
+        Duration::from_secs(30),
+    )));
+    let start = Instant::now();
+    assert_eq!(
+        limiter.admit(start, Duration::from_secs(30)),
+        Admission::Now
+    );
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for n in 0..8 {
+        let (limiter, order) = (
+            std::sync::Arc::clone(&limiter),
+            std::sync::Arc::clone(&order),
+        );
+        waiters.push(tokio::spawn(async move {
+            limiter.acquire().await.unwrap();
+            order.lock().unwrap().push((n, Instant::now()));
+        }));
+        tokio::task::yield_now().await;
+    }
+    limiter.pause(start, Duration::from_secs(3));
+    for waiter in waiters {
+        waiter.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    let numbers: Vec<i32> = order.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, (0..8).collect::<Vec<_>>());
+    assert!(
+        order
+            .iter()
+            .all(|(_, t)| *t >= start + Duration::from_secs(3))
+    );
+    let times: Vec<Instant> = order.iter().map(|(_, t)| *t).collect();
+    assert!(most_in_any_window(&times, WINDOW) <= 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_goes_away_gives_its_slot_to_the_next() {
+    let limiter = std::sync::Arc::new(Limiter::new(&config(
+        1,
+        1,
+        Over::Wait,
+        Duration::from_secs(10),
+    )));
+    let start = Instant::now();
+    assert_eq!(limiter.acquire().await, Ok(Duration::ZERO));
+    let spawn = || {
+        let limiter = std::sync::Arc::clone(&limiter);
+        tokio::spawn(async move { limiter.acquire().await.map(|_| Instant::now()) })
+    };
+    let gone = spawn();
+    tokio::task::yield_now().await;
+    let next = spawn();
+    tokio::task::yield_now().await;
+    // The app behind the first waiter hangs up: the second takes its slot, a window on.
+    gone.abort();
+    let _ = gone.await;
+    let went = next.await.unwrap().unwrap();
+    assert!(
+        went - start < Duration::from_millis(1100),
+        "{:?}",
+        went - start
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_a_pause_pushes_past_max_wait_leave_and_the_rest_go_after_it() {
+    let limiter = std::sync::Arc::new(Limiter::new(&config(
+        2,
+        2,
+        Over::Wait,
+        Duration::from_secs(3),
+    )));
+    let start = Instant::now();
+    for _ in 0..2 {
+        assert_eq!(limiter.acquire().await, Ok(Duration::ZERO));
+    }
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let limiter = std::sync::Arc::clone(&limiter);
+            tokio::spawn(async move { limiter.acquire().await.map(|_| Instant::now()) })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    // Retry-After: 2 moves the four to 2 s and 3.01 s: the last two would pass max_wait.
+    limiter.pause(start, Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // Their slots are free again: a new request is planned right behind the first two, in
+    // the window after the pause's (3.01 s), not behind two abandoned slots (4.02 s).
+    let now = Instant::now();
+    let Admission::Wait { at, .. } = limiter.admit(now, Duration::from_secs(5)) else {
+        panic!("paused");
+    };
+    assert!(at - start < Duration::from_millis(3100), "{:?}", at - start);
+    let mut went = 0;
+    let mut refused = 0;
+    for waiter in waiters {
+        match waiter.await.unwrap() {
+            Ok(t) => {
+                assert!(t >= start + Duration::from_secs(2), "{:?}", t - start);
+                went += 1;
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((went, refused), (2, 2));
+}

@@ -22,11 +22,13 @@
 //! - **Encryption.** With `store.key` the token columns hold `enc:v1:` values
 //!   ([`super::seal`]); a row that does not open under the key is reported, never replaced.
 
+mod flows;
 mod listen;
 mod lock;
 mod outbox;
 pub mod replicas;
 mod schema;
+pub use schema::VERSIONS as SCHEMA_VERSIONS;
 mod session;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -341,6 +343,20 @@ impl TokenStore for PgStore {
             self.count("load", &result);
             result
         })
+    }
+
+    fn flow_put<'a>(
+        &'a self,
+        flow: &'a crate::store::flows::FlowRecord,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move { flows::put(self, flow).await.map(|()| true) })
+    }
+
+    fn flow_take<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::store::flows::FlowRecord>, StoreError>> {
+        Box::pin(async move { flows::take(self, key).await })
     }
 
     fn changes(&self) -> Option<broadcast::Receiver<String>> {

@@ -14,6 +14,9 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x6265_6172_6572_6431;
 
 /// `(version, SQL)`, in order. Never edit a released entry; add a new one.
+/// How many schema migrations this build knows (the newest version).
+pub const VERSIONS: usize = MIGRATIONS.len();
+
 const MIGRATIONS: &[(i32, &str)] = &[
     (
         1,
@@ -64,6 +67,20 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (
         5,
+        "CREATE TABLE bearerd_flows (
+        key          text PRIMARY KEY,
+        connection   text NOT NULL,
+        installing   boolean NOT NULL,
+        tenant       text,
+        verifier     text NOT NULL,
+        redirect_uri text NOT NULL,
+        expires_at   timestamptz NOT NULL
+    );
+    COMMENT ON TABLE bearerd_flows IS
+        'bearerd connect flows between redirect and callback, by SHA-256 of their state, for any replica to finish';",
+    ),
+    (
+        6,
         "ALTER TABLE bearerd_tokens
         ADD COLUMN credential   text,
         ADD COLUMN last_used_at timestamptz;
