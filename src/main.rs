@@ -259,6 +259,8 @@ fn run(path: &std::path::Path, format: LogFormat) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Listening before the listeners are up: a SIGTERM during start is not lost.
+        let stop = Stop::listen();
         let app = match App::start_on(config, Some(&workers)).await {
             Ok(app) => app,
             Err(error) => {
@@ -266,7 +268,7 @@ fn run(path: &std::path::Path, format: LogFormat) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        if let Err(error) = shutdown_signal().await {
+        if let Err(error) = shutdown_signal(stop).await {
             tracing::error!(%error, "cannot listen for signals");
             return ExitCode::from(1);
         }
@@ -320,9 +322,10 @@ fn demo(
                 return ExitCode::from(1);
             }
         };
+        let stop = Stop::listen();
         println!("{}", demo.instructions(token_ttl));
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        let signal = shutdown_signal().await;
+        let signal = shutdown_signal(stop).await;
         tracing::info!("shutting down");
         demo.shutdown().await;
         match signal {
@@ -335,13 +338,33 @@ fn demo(
     })
 }
 
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
+/// SIGINT and SIGTERM, listened for from the moment this is created: a signal that comes
+/// before [`Stop::wait`] (right after the banner, say) is not lost.
+struct Stop {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn listen() -> std::io::Result<Stop> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Stop {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
     }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+async fn shutdown_signal(stop: std::io::Result<Stop>) -> std::io::Result<()> {
+    stop?.wait().await;
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

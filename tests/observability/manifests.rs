@@ -71,11 +71,13 @@ fn the_monitoring_manifests_agree_with_the_deployment() {
         "/oauth/callback Exact".to_owned(),
         "/webhooks Prefix".to_owned(),
     ];
-    allowed.extend(
-        connections
-            .iter()
-            .map(|c| format!("/connections/{c}/install Exact")),
-    );
+    allowed.extend(connections.iter().flat_map(|c| {
+        [
+            format!("/connections/{c}/install Exact"),
+            // The page the install's callback redirects to (reloadable).
+            format!("/connections/{c}/installed Exact"),
+        ]
+    }));
     let lines: Vec<&str> = ingress.lines().map(str::trim).collect();
     let paths: Vec<String> = lines
         .windows(2)
