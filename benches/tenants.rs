@@ -130,6 +130,8 @@ async fn write_records(
                 state: "connected".into(),
                 updated_at: now,
                 covers: Vec::new(),
+                credential: bearerd::store::Credential::Token,
+                last_used_at: None,
             };
             store.save(&record).await.unwrap();
         }));

@@ -5,6 +5,7 @@
 mod auth;
 mod flow;
 mod host;
+mod migrate;
 mod respond;
 mod status_page;
 mod tenants;
@@ -219,7 +220,7 @@ impl Admin {
                 [
                     "connections",
                     name,
-                    action @ ("refresh" | "disconnect" | "connect"),
+                    action @ ("refresh" | "disconnect" | "connect" | "migrate"),
                 ],
             ) => {
                 if !self.guard.authorized(&parts.headers) {
@@ -246,12 +247,20 @@ impl Admin {
                 match *action {
                     "refresh" => self.refresh(c, from_page).await,
                     "disconnect" => self.disconnect(c, from_page).await,
+                    "migrate" => self.migrate(c, from_page).await,
                     _ => self.start_connect(c, StatusCode::SEE_OTHER).await,
                 }
             }
             (_, ["" | "healthz" | "readyz" | "metrics" | "connections"])
             | (_, ["connections", _])
-            | (_, ["connections", _, "refresh" | "disconnect" | "connect"])
+            | (
+                _,
+                [
+                    "connections",
+                    _,
+                    "refresh" | "disconnect" | "connect" | "migrate",
+                ],
+            )
             | (_, ["oauth", "callback"])
             | (
                 _,
@@ -355,6 +364,8 @@ fn describe(c: &AdminConnection) -> Value {
         "last_refresh_at": s.last_refresh.map(rfc3339),
         "last_error": s.last_error,
         "refreshes": s.refreshes,
+        "credential": migrate::credential(c, &s),
+        "last_used_at": migrate::last_used_at(c, &s).map(rfc3339),
     })
 }
 

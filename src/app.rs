@@ -277,7 +277,7 @@ async fn open_store(
     let names: Vec<String> = config
         .connections
         .iter()
-        .filter(|c| c.grant == GrantKind::AuthorizationCode)
+        .filter(|c| keeps_a_record(c))
         .map(|c| c.name.clone())
         .collect();
     // Client-credentials connections keep nothing, so a store is opened only when something
@@ -362,6 +362,10 @@ async fn resolve_endpoints(
     client: &upstream::HttpClient,
 ) -> (ConnectionConfig, Option<String>) {
     let mut c = c.clone();
+    if crate::token::keys::from_config(&c) {
+        // A key from the config needs neither client credentials nor a token endpoint.
+        return (c, None);
+    }
     let mut problem = c.credentials.as_ref().err().map(|reason| {
         // The full reason names a file or variable: for the log, not for /connections.
         tracing::error!(connection = %c.name, %reason, "credentials cannot be read: the connection starts misconfigured");
@@ -415,7 +419,23 @@ fn build_connection(
     };
     let target = Target::new(&c.upstream).map_err(upstream_error)?;
     let connect_url = format!("{public_url}/connections/{}/connect", c.name);
+    let keys = crate::token::keys::settings(c, &client);
+    let configured = crate::token::keys::configured_state(c);
     let (initial, endpoint, grant) = match (problem, &c.credentials, &c.token_url) {
+        _ if let Some((initial, grant)) = configured => {
+            let endpoint = match (&c.credentials, &c.token_url) {
+                (Ok(credentials), Some(token_url)) => Some(Arc::new(TokenEndpoint::new(
+                    token_url.clone(),
+                    credentials.clone(),
+                    c.client_auth,
+                    &c.scopes,
+                    client.clone(),
+                    c.token_timeout,
+                ))),
+                _ => None,
+            };
+            (initial, endpoint, grant)
+        }
         (None, Ok(credentials), Some(token_url)) => {
             let endpoint = Arc::new(TokenEndpoint::new(
                 token_url.clone(),
@@ -428,7 +448,7 @@ fn build_connection(
             let grant = match c.grant {
                 GrantKind::ClientCredentials => Grant::ClientCredentials,
                 // Until the refresher has read the store, requests wait for it.
-                GrantKind::AuthorizationCode => Grant::None,
+                GrantKind::AuthorizationCode | GrantKind::ApiKey => Grant::None,
             };
             let initial = TokenState::initial(ConnState::Refreshing, None);
             (initial, Some(endpoint), grant)
@@ -442,10 +462,7 @@ fn build_connection(
             Grant::None,
         ),
     };
-    let store = match c.grant {
-        GrantKind::AuthorizationCode => store,
-        GrantKind::ClientCredentials => None,
-    };
+    let store = if keeps_a_record(c) { store } else { None };
     if let Some(settings) = &c.tenants {
         // An app: its own cell only says whether it can serve; each tenant has a grant.
         let app_metrics = metrics.app(&c.name);
@@ -492,7 +509,8 @@ fn build_connection(
         c.refresh_skew,
         c.timeout,
         shutdown,
-    );
+    )
+    .with_keys(keys);
     let proxy = proxy(c, connection, client, target, connect_url, None);
     Ok((proxy, Some(refresher)))
 }
@@ -519,5 +537,16 @@ fn proxy(
         // The caller sets `[limits]`, which are not per connection.
         limits: Default::default(),
         limiter: c.rate_limit.as_ref().map(|r| Arc::new(Limiter::new(r))),
+        key_header: c.keys.header.clone(),
+    }
+}
+
+/// Refresh-token grants and delivered or migrated API keys live in the store; client
+/// credentials and keys from the config do not.
+fn keeps_a_record(c: &ConnectionConfig) -> bool {
+    match c.grant {
+        GrantKind::AuthorizationCode => true,
+        GrantKind::ApiKey => !crate::token::keys::from_config(c),
+        GrantKind::ClientCredentials => false,
     }
 }

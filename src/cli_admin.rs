@@ -227,7 +227,7 @@ pub fn connect(admin: &str, name: &str) -> ExitCode {
     }
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -249,7 +249,10 @@ async fn call(method: Method, url: &str) -> Result<Value, String> {
 }
 
 /// A call and its status; a body that is not JSON is `Null`.
-async fn call_any(method: Method, url: &str) -> Result<(http::StatusCode, Value), String> {
+pub(crate) async fn call_any(
+    method: Method,
+    url: &str,
+) -> Result<(http::StatusCode, Value), String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut request = http::Request::builder().method(method).uri(url);
     if let Ok(token) = std::env::var("BEARERD_ADMIN_TOKEN") {

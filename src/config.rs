@@ -6,6 +6,7 @@
 //! variable, say) is not a config error: the connection starts `misconfigured` and says why,
 //! so one missing credential does not take the other connections down.
 
+mod keys;
 mod preset;
 mod raw;
 mod secret;
@@ -151,6 +152,9 @@ pub enum GrantKind {
     AuthorizationCode,
     /// Machine to machine: no user, no refresh token.
     ClientCredentials,
+    /// A long-lived API key (SPEC section 10): from the config, or delivered by the connect
+    /// flow; never refreshed.
+    ApiKey,
 }
 
 impl GrantKind {
@@ -158,6 +162,7 @@ impl GrantKind {
         match self {
             Self::AuthorizationCode => "authorization_code",
             Self::ClientCredentials => "client_credentials",
+            Self::ApiKey => "api_key",
         }
     }
 }
@@ -221,6 +226,33 @@ pub struct ConnectionConfig {
     pub ca_file: Option<PathBuf>,
     /// `Some`: the connection is an app of many tenants (SPEC section 9).
     pub tenants: Option<tenants::TenantsConfig>,
+    /// API keys (SPEC section 10): how a key is sent and kept alive. Used by `grant =
+    /// "api_key"` and by a connection whose refresh token was migrated to a key.
+    pub keys: KeyConfig,
+}
+
+/// How this connection sends and keeps alive an API key.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    /// The header a key goes in (`x-api-key` for cloudbeds, `api_key_header` otherwise);
+    /// `None`: this connection cannot hold a key (no preset header, none configured). The
+    /// app's own value of it is never forwarded.
+    pub header: Option<http::HeaderName>,
+    /// `api_key = ...`: the key from the config (`Err` says why it cannot be read, never
+    /// its value). `None`: keys come from the connect flow or a migration.
+    pub configured: Option<Result<SecretString, String>>,
+    /// A key unused this long gets one authenticated call ([`KeepaliveCall`]); `None`:
+    /// never.
+    pub keepalive: Option<(Duration, KeepaliveCall)>,
+}
+
+/// The cheap authenticated call that keeps an idle key alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepaliveCall {
+    /// Cloudbeds: `POST /api/v1.2/access_token_check`, no payload.
+    CloudbedsTokenCheck,
+    /// `GET` the connection's `probe` path.
+    Probe(String),
 }
 
 /// `rate_limit = { rps, burst, per, over, max_wait }`.

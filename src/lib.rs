@@ -10,9 +10,10 @@
 //! ([`proxy::h1`]: httparse, the head rewritten byte for byte, a per-worker upstream pool);
 //! requests it does not serve (h2c, HTTP/1.0, chunked or large bodies, `Expect`, `Upgrade`)
 //! and https upstreams go to hyper and [`proxy::Proxy::handle`]. Both follow the same rules:
-//! refuse non-origin-form targets, strip hop-by-hop headers and the app's `Authorization`,
-//! read the token from the connection's cell ([`token::Connection::token`], lock-free),
-//! forward. On a 401 for the current generation, ask the refresher for a newer one, wait for
+//! refuse non-origin-form targets, strip hop-by-hop headers and the app's `Authorization`
+//! (and its API-key header), read the credential from the connection's cell
+//! ([`token::Connection::token`], lock-free: a bearer token, or an API key in its own
+//! header), forward. On a 401 for the current generation, ask the refresher for a newer one, wait for
 //! it, replay a buffered body once.
 //!
 //! # Layout
@@ -28,7 +29,8 @@
 //! - [`upstream`]: rustls client, base URL joining.
 //! - [`token`]: the token cell; [`token::refresher`] (single writer, schedule, backoff),
 //!   [`token::oauth`] (token endpoint and failure classification), [`token::schedule`],
-//!   [`token::import`] (`bearerd import`: redeem first, store what the provider returns).
+//!   [`token::import`] (`bearerd import`: redeem first, store what the provider returns),
+//!   [`token::keys`] (API keys: never refreshed, delivered, migrated, kept alive).
 //! - [`admin`]: health, readiness, metrics, status JSON and page, manual refresh, the
 //!   connect flow's routes, disconnect, webhooks.
 //! - [`connect`]: connect-flow state and PKCE, HTML pages, webhook parsing.

@@ -1,8 +1,9 @@
 //! The `bearerd` command line (SPEC section 1): `run`, `check`, `status`, `import`,
-//! `disconnect`.
+//! `disconnect`, `migrate` (section 10).
 
 mod cli_admin;
 mod cli_import;
+mod cli_migrate;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -82,6 +83,15 @@ enum Command {
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
+    /// Exchange NAME's refresh token for an API key on a running daemon (Cloudbeds
+    /// migration); from then on the key is used and never refreshed.
+    Migrate {
+        /// The connection's name, as in the config.
+        name: String,
+        /// The running daemon's admin listener.
+        #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
+        admin: String,
+    },
     /// Refresh NAME's (or NAME/TENANT's) token now on a running daemon (joins a refresh in
     /// flight).
     Refresh {
@@ -154,6 +164,7 @@ fn main() -> ExitCode {
         } => demo(&token_ttl, listen, admin, keep, cli.log_format),
         Command::Disconnect { name, admin } => cli_admin::disconnect(&admin, &name),
         Command::Refresh { name, admin } => cli_admin::refresh(&admin, &name),
+        Command::Migrate { name, admin } => cli_migrate::migrate(&admin, &name),
         Command::Connect { name, admin } => cli_admin::connect(&admin, &name),
         Command::Import {
             name,
@@ -206,8 +217,17 @@ fn check(path: &std::path::Path) -> ExitCode {
             c.grant.as_str(),
             config.store.kind.as_str(),
         );
-        if let Err(reason) = &c.credentials {
-            println!("  warning: credentials unavailable ({reason}); it will start misconfigured");
+        let key_from_config = bearerd::token::keys::from_config(c);
+        match (&c.keys.configured, &c.credentials) {
+            (Some(Err(reason)), _) if key_from_config => {
+                println!("  warning: api_key unavailable ({reason}); it will start misconfigured");
+            }
+            (_, Err(reason)) if !key_from_config => {
+                println!(
+                    "  warning: credentials unavailable ({reason}); it will start misconfigured"
+                );
+            }
+            _ => {}
         }
     }
     ExitCode::SUCCESS

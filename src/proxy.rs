@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
@@ -61,6 +61,8 @@ pub struct Proxy {
     pub limits: Limits,
     /// The connection's upstream rate limit (SPEC section 11), shared by every worker.
     pub limiter: Option<Arc<Limiter>>,
+    /// The header an API key goes in (SPEC section 10): the app's own is never forwarded.
+    pub key_header: Option<http::HeaderName>,
 }
 
 /// The request body as it will go upstream.
@@ -117,6 +119,9 @@ impl Proxy {
             .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
         let token = granted.token().await?;
         let body = self.read_body(length, body).await?;
+        if let Some(name) = &self.key_header {
+            parts.headers.remove(name);
+        }
         prepare(&mut parts, uri, self.target.host(), &token);
         match body {
             OutBody::Streamed(body) => {
@@ -156,9 +161,11 @@ impl Proxy {
                 *request.method_mut() = method;
                 *request.uri_mut() = uri;
                 *request.headers_mut() = headers;
+                // The newer credential may go in another header (a key after a migration).
+                request.headers_mut().remove(&token.name);
                 request
                     .headers_mut()
-                    .insert(AUTHORIZATION, newer.header.clone());
+                    .insert(newer.name.clone(), newer.header.clone());
                 let (rejected, response) = self.inspect(self.send(request).await?).await?;
                 let metrics = &self.connection.metrics;
                 if rejected {

@@ -91,9 +91,42 @@ pub struct Record {
     /// The connection state when written (`connected`, `needs_authorization`, ...).
     pub state: String,
     pub updated_at: SystemTime,
+    /// What `access_token` holds: a bearer token, or an API key that must never be
+    /// refreshed (SPEC section 10).
+    pub credential: Credential,
+    /// An API key's last known use (written now and then, not per request).
+    pub last_used_at: Option<SystemTime>,
     /// A tenant's record (`NAME/TENANT`): the tenant ids its grant serves (a Cloudbeds group
     /// grant covers several properties). Empty: just the tenant's own id.
     pub covers: Vec<String>,
+}
+
+/// The kind of credential a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Credential {
+    /// OAuth tokens: an access token, maybe a refresh token.
+    #[default]
+    Token,
+    /// A long-lived API key in `access_token`; no refresh token; never refreshed.
+    ApiKey,
+}
+
+impl Credential {
+    /// As stored: absent for tokens (records written before keys existed), `"api_key"`.
+    pub fn stored(self) -> Option<&'static str> {
+        match self {
+            Self::Token => None,
+            Self::ApiKey => Some("api_key"),
+        }
+    }
+
+    fn from_stored(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None | Some("token") => Ok(Self::Token),
+            Some("api_key") => Ok(Self::ApiKey),
+            Some(other) => Err(format!("unknown credential kind `{other}`")),
+        }
+    }
 }
 
 /// Held while a refresh runs; dropping it releases the lock.
@@ -186,6 +219,14 @@ pub struct RecordJson {
     pub state: String,
     /// Unix seconds.
     pub updated_at: u64,
+    /// `"api_key"` for an API key (SPEC section 10); absent for OAuth tokens, so records
+    /// written before keys existed load unchanged. A bearerd without key support refuses a
+    /// key record (unknown field) instead of refreshing it, which would invalidate the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// Unix seconds: an API key's last known use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub covers: Vec<String>,
 }
@@ -202,6 +243,8 @@ impl Record {
             scope: self.scope.clone(),
             state: self.state.clone(),
             updated_at: crate::metrics::unix_seconds(self.updated_at),
+            credential: self.credential.stored().map(str::to_owned),
+            last_used_at: self.last_used_at.map(crate::metrics::unix_seconds),
             covers: self.covers.clone(),
         }
     }
@@ -252,6 +295,8 @@ impl Record {
             scope: json.scope,
             state: json.state,
             updated_at: at(json.updated_at),
+            credential: Credential::from_stored(json.credential.as_deref())?,
+            last_used_at: json.last_used_at.map(at),
             covers: json.covers,
         })
     }
@@ -383,7 +428,7 @@ pub async fn import(
     let _lock = store.lock(connection, Duration::from_secs(30)).await?;
     let existing = store.load(connection).await?;
     if let Some(existing) = &existing
-        && existing.refresh_token.is_some()
+        && (existing.refresh_token.is_some() || existing.credential == Credential::ApiKey)
         && existing.state != "needs_authorization"
         && !force
     {
@@ -399,6 +444,8 @@ pub async fn import(
         scope: None,
         state: "connected".to_owned(),
         updated_at: SystemTime::now(),
+        credential: Credential::Token,
+        last_used_at: None,
         covers: Vec::new(),
     };
     store.save(&record).await?;

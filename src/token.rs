@@ -8,6 +8,7 @@
 //! answered at once, and many askers of the same G share one refresh.
 
 pub mod import;
+pub mod keys;
 mod mailbox;
 pub mod oauth;
 pub mod refresher;
@@ -19,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
+use http::header::AUTHORIZATION;
+use http::{HeaderName, HeaderValue};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -41,12 +43,31 @@ pub struct TokenSet {
     pub facts: Option<Box<serde_json::Value>>,
 }
 
-/// A token ready for a request: the `Authorization` value (marked sensitive) and the
-/// generation it belongs to, so a 401 can say which generation failed.
+/// A credential ready for a request: the header it goes in (`Authorization`, or an API key's
+/// header such as `x-api-key`), its value (marked sensitive) and the generation it belongs
+/// to, so a 401 can say which generation failed.
 #[derive(Debug, Clone)]
 pub struct Token {
+    pub name: HeaderName,
     pub header: HeaderValue,
     pub generation: u64,
+}
+
+impl Token {
+    /// The credential is an API key (sent in its own header), not a bearer token.
+    pub fn is_key(&self) -> bool {
+        self.name != AUTHORIZATION
+    }
+
+    /// The secret itself (the access token or the key), to scrub an echo of it.
+    pub fn secret(&self) -> &str {
+        let value = self.header.to_str().unwrap_or("");
+        if self.is_key() {
+            value
+        } else {
+            value.strip_prefix("Bearer ").unwrap_or(value)
+        }
+    }
 }
 
 /// The contents of a connection's cell. Replaced whole on every change.
@@ -55,6 +76,9 @@ pub struct TokenState {
     /// +1 per token set swapped in.
     pub generation: u64,
     bearer: Option<HeaderValue>,
+    /// `Some(header)`: `bearer` is an API key sent in that header (SPEC section 10), never
+    /// refreshed; `None`: an `Authorization: Bearer` value.
+    key_header: Option<HeaderName>,
     pub expires_at: Option<Instant>,
     pub expires_at_wall: Option<SystemTime>,
     pub state: ConnState,
@@ -73,6 +97,7 @@ impl TokenState {
         Self {
             generation: 0,
             bearer: None,
+            key_header: None,
             expires_at: None,
             expires_at_wall: None,
             state,
@@ -90,10 +115,16 @@ impl TokenState {
         match self.expires_at {
             Some(at) if at <= now => None,
             _ => Some(Token {
+                name: self.key_header.clone().unwrap_or(AUTHORIZATION),
                 header: header.clone(),
                 generation: self.generation,
             }),
         }
+    }
+
+    /// The credential in the cell is an API key.
+    pub fn is_key(&self) -> bool {
+        self.key_header.is_some()
     }
 
     pub fn has_valid_token(&self, now: Instant) -> bool {
@@ -151,6 +182,9 @@ pub struct Connection {
     pub metrics: ConnectionMetrics,
     /// Connect, disconnect and the like, for the refresher to carry out.
     commands: mailbox::Mailbox,
+    /// When an API key was last handed to a request (Unix seconds; 0: not since start).
+    /// Written on the request path (one relaxed store), read by the refresher's keep-alive.
+    last_used: AtomicU64,
 }
 
 impl Connection {
@@ -174,6 +208,7 @@ impl Connection {
             wait_limit,
             metrics,
             commands: mailbox::Mailbox::default(),
+            last_used: AtomicU64::new(0),
         });
         let inbox = Inbox(Arc::clone(&connection));
         (connection, inbox)
@@ -204,11 +239,34 @@ impl Connection {
         let generation = {
             let current = self.cell.load();
             if let Some(token) = current.usable(Instant::now()) {
+                if token.is_key() {
+                    self.used_now();
+                }
                 return Ok(token);
             }
             current.generation
         };
         self.newer_than(generation, false).await
+    }
+
+    /// Records that the key was used now (the keep-alive counts idle time from here).
+    pub fn used_now(&self) {
+        let now = crate::metrics::unix_seconds(SystemTime::now());
+        self.last_used.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// When the key was last used, if it was since start or since a stored use was adopted.
+    pub fn last_used(&self) -> Option<SystemTime> {
+        match self.last_used.load(Ordering::Relaxed) {
+            0 => None,
+            secs => Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)),
+        }
+    }
+
+    /// Takes a last use recorded elsewhere (the store: another replica, before a restart).
+    pub fn used_at(&self, at: SystemTime) {
+        self.last_used
+            .fetch_max(crate::metrics::unix_seconds(at), Ordering::Relaxed);
     }
 
     /// A token newer than `failed`: at once if the cell already has one, else after the
@@ -339,6 +397,7 @@ impl Drop for Inbox {
 
 /// Builds the `Authorization` header value for an access token, marked sensitive so HTTP/2
 /// never indexes it. `None` if the token has characters a header cannot carry.
+/// ([`keys::key_header`] builds an API key's.)
 pub fn bearer_header(access_token: &SecretString) -> Option<HeaderValue> {
     let mut value = HeaderValue::try_from(format!("Bearer {}", access_token.secret())).ok()?;
     value.set_sensitive(true);

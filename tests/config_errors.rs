@@ -400,11 +400,14 @@ fn the_example_config_parses() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
     let c = Config::load(&path).unwrap_or_else(|e| panic!("config.example.toml: {e}"));
     let names: Vec<&str> = c.connections.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["cloudbeds", "apaleo"]);
+    assert_eq!(names, ["cloudbeds", "apaleo", "cloudbeds-key"]);
     assert_eq!(c.connections[0].provider, Provider::Cloudbeds);
     assert_eq!(c.connections[0].grant, GrantKind::AuthorizationCode);
     assert_eq!(c.connections[1].provider, Provider::Apaleo);
     assert_eq!(c.connections[1].grant, GrantKind::ClientCredentials);
+    assert_eq!(c.connections[2].provider, Provider::Cloudbeds);
+    assert_eq!(c.connections[2].grant, GrantKind::ApiKey);
+    assert!(c.connections[2].keys.configured.is_some());
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9901");
     assert_eq!(c.store.kind.as_str(), "file");
 }
@@ -712,4 +715,117 @@ fn a_malformed_notify_table_names_its_key_and_not_the_secret() {
             assert!(!e.to_string().contains(secret), "{e}");
         }
     }
+}
+
+/// A connection `hotel` with only the lines given after its address (SPEC section 10 keys).
+fn key_connection(provider: &str, lines: &str) -> String {
+    format!(
+        r#"{ADMIN}
+[[connection]]
+name = "hotel"
+provider = "{provider}"
+listen = "127.0.0.1:0"
+upstream = "https://api.example.com"
+{lines}
+"#
+    )
+}
+
+#[test]
+fn an_api_key_from_the_config_needs_no_client_or_token_endpoint() {
+    let c = config(&key_connection(
+        "cloudbeds",
+        "grant = \"api_key\"\napi_key = \"cbat_literal\"",
+    ));
+    let c = &c.connections[0];
+    assert_eq!(c.grant, GrantKind::ApiKey);
+    assert_eq!(c.keys.header.as_ref().unwrap().as_str(), "x-api-key");
+    assert!(matches!(&c.keys.configured, Some(Ok(_))));
+    let (idle, _) = c.keys.keepalive.clone().unwrap();
+    assert_eq!(idle, std::time::Duration::from_secs(7 * 24 * 3600));
+
+    // oauth2: a header is required, a probe makes keepalive possible.
+    let c = config(&key_connection(
+        "oauth2",
+        "grant = \"api_key\"\napi_key = \"k\"\napi_key_header = \"X-Key\"\nprobe = \"/me\"\nkeepalive = \"2s\"",
+    ));
+    assert_eq!(
+        c.connections[0].keys.header.as_ref().unwrap().as_str(),
+        "x-key"
+    );
+    assert!(c.connections[0].keys.keepalive.is_some());
+}
+
+#[test]
+fn malformed_api_key_combinations_name_the_key() {
+    let cases: [(&str, &str, &str); 7] = [
+        // api_key without grant = "api_key".
+        (
+            "cloudbeds",
+            "grant = \"authorization_code\"\nclient_id = \"i\"\nclient_secret = \"s\"\napi_key = \"cbat_x\"",
+            "connection[0].api_key",
+        ),
+        // grant = "api_key" with neither a key nor client credentials.
+        ("cloudbeds", "grant = \"api_key\"", "connection[0].api_key"),
+        // oauth2 key without a header to send it in.
+        (
+            "oauth2",
+            "grant = \"api_key\"\napi_key = \"k\"",
+            "connection[0].api_key_header",
+        ),
+        // A header bearerd must not let a key replace.
+        (
+            "cloudbeds",
+            "grant = \"api_key\"\napi_key = \"k\"\napi_key_header = \"Host\"",
+            "connection[0].api_key_header",
+        ),
+        // client_credentials never holds a key.
+        (
+            "oauth2",
+            "grant = \"client_credentials\"\ntoken_url = \"https://idp.example.com/t\"\nclient_id = \"i\"\nkeepalive = \"1h\"",
+            "connection[0].keepalive",
+        ),
+        // keepalive with nothing to call (oauth2 without probe).
+        (
+            "oauth2",
+            "grant = \"api_key\"\napi_key = \"k\"\napi_key_header = \"x-key\"\nkeepalive = \"1h\"",
+            "connection[0].keepalive",
+        ),
+        // Without a key from the config, client_id is required.
+        (
+            "cloudbeds",
+            "grant = \"authorization_code\"\nclient_secret = \"s\"",
+            "connection[0].client_id",
+        ),
+    ];
+    for (provider, lines, key) in cases {
+        let e = error(&key_connection(provider, lines));
+        assert!(e.names(key), "{key} for:\n{lines}\n-> {e}");
+        assert!(!e.to_string().contains("cbat_x"), "no secret in: {e}");
+    }
+}
+
+#[test]
+fn an_unreadable_api_key_is_a_misconfigured_connection_not_a_config_error() {
+    let c = config(&key_connection(
+        "cloudbeds",
+        "grant = \"api_key\"\napi_key = { env = \"BEARERD_TEST_KEY_NOT_SET_ANYWHERE\" }",
+    ));
+    let Some(Err(reason)) = &c.connections[0].keys.configured else {
+        panic!("the key cannot be read");
+    };
+    assert!(reason.starts_with("connection[0].api_key: "), "{reason}");
+    assert!(
+        reason.contains("BEARERD_TEST_KEY_NOT_SET_ANYWHERE"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn tenants_with_api_keys_are_not_supported_yet() {
+    let e = error(&key_connection(
+        "cloudbeds",
+        "grant = \"api_key\"\nclient_id = \"i\"\nclient_secret = \"s\"\ntenants = \"header:X-Property-ID\"",
+    ));
+    assert!(e.names("connection[0].tenants"), "{e}");
 }

@@ -365,3 +365,163 @@ async fn postgres_store_logs_at_trace_level_contain_no_secrets() {
     );
     assert_no_secrets(Format::Json, &out, &secrets);
 }
+
+/// API keys at trace level (SPEC section 10): a key from the config kept alive, a refresh
+/// token migrated to a key (the exchange, the save, requests on HTTP/1.1 and h2c), and a key
+/// the provider revokes. No key appears in the output.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_at_trace_level_are_not_logged() {
+    let tokens = TokenServer::start(TokenServerConfig {
+        client_secret: "client-secret-Kq27v".into(),
+        cloudbeds: true,
+        ..TokenServerConfig::default()
+    })
+    .await;
+    let upstream = Upstream::start(tokens.clone()).await;
+    let dir = TempDir::new("no-secrets-keys");
+    let store = dir.path().join("store");
+    support::seed_store(&store, "hotel", &tokens.seed_grant()).await;
+    let configured = tokens.issue_key();
+    let config = |ports: &[u16]| {
+        format!(
+            r#"
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[store]
+dir = "{store}"
+
+[[connection]]
+name = "keyed"
+provider = "cloudbeds"
+listen = "127.0.0.1:{keyed}"
+upstream = "{upstream}"
+grant = "api_key"
+api_key = "{configured}"
+keepalive = "1s"
+rate_limit = false
+
+[[connection]]
+name = "hotel"
+provider = "cloudbeds"
+listen = "127.0.0.1:{hotel}"
+upstream = "{upstream}"
+grant = "authorization_code"
+authorize_url = "{base}/authorize"
+token_url = "{token_url}"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+rate_limit = false
+"#,
+            admin = ports[0],
+            keyed = ports[1],
+            hotel = ports[2],
+            store = store.display(),
+            upstream = upstream.url(),
+            base = tokens.base_url(),
+            token_url = tokens.token_url(),
+            client_id = tokens.client_id(),
+            client_secret = tokens.client_secret(),
+        )
+    };
+    let (daemon, ports) = start_daemon(
+        &dir,
+        &["--log-format", "json"],
+        &[("BEARERD_LOG", "trace")],
+        3,
+        config,
+    )
+    .await;
+    let admin = format!("http://127.0.0.1:{}", ports[0]);
+    let keyed = format!("http://127.0.0.1:{}", ports[1]);
+    let hotel = format!("http://127.0.0.1:{}", ports[2]);
+    let post = |path: String| {
+        send(
+            Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    };
+
+    let h2 = http_client(true);
+    let r = send(app_request(Method::GET, &format!("{keyed}/v1/a")))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    eventually(Duration::from_secs(10), "a keep-alive call", || {
+        let checks = upstream.token_checks();
+        async move { (checks >= 1).then_some(()) }
+    })
+    .await;
+
+    eventually(Duration::from_secs(10), "hotel connected", || {
+        let url = format!("{admin}/connections/hotel");
+        async move {
+            let r = get(&url, None).await.ok()?;
+            (r.json()["state"] == "connected").then_some(())
+        }
+    })
+    .await;
+    let migrated = post(format!("{admin}/connections/hotel/migrate"))
+        .await
+        .unwrap();
+    assert_eq!(migrated.status, StatusCode::OK, "{}", migrated.text());
+    for method in [Method::GET, Method::POST] {
+        let url = format!("{hotel}/v1/reservations");
+        let r = send(app_request(method.clone(), &url)).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let r = send_with(&h2, app_request(method, &url)).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let refused = post(format!("{admin}/connections/hotel/migrate"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+
+    // Revoked: rejected once, then answered by bearerd.
+    tokens.revoke_key(&configured);
+    for _ in 0..2 {
+        let r = send(app_request(Method::GET, &format!("{keyed}/v1/b")))
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    }
+    for path in ["/connections", "/"] {
+        let r = get(&format!("{admin}{path}"), None).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+    }
+
+    let out = daemon.terminate(Duration::from_secs(15)).await;
+    assert_eq!(out.status.code(), Some(0), "clean exit:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("API key installed"),
+        "the migration is logged"
+    );
+    assert!(
+        out.stderr.contains("keep-alive"),
+        "the keep-alive is logged"
+    );
+    let mut secrets = tokens.issued_secrets();
+    assert!(
+        secrets.iter().filter(|s| s.starts_with("cbat_")).count() >= 2,
+        "a configured and a migrated key: {}",
+        secrets.len()
+    );
+    secrets.extend([APP_SECRET, COOKIE_SECRET, BODY_SECRET].map(str::to_owned));
+    for (stream, text) in [("stderr", &out.stderr), ("stdout", &out.stdout)] {
+        for secret in &secrets {
+            if let Some(line) = text.lines().find(|l| l.contains(secret.as_str())) {
+                panic!(
+                    "a secret ({}...) appears on {stream}:\n{line}",
+                    &secret[..secret.len().min(6)]
+                );
+            }
+        }
+    }
+    assert!(
+        out.stderr.lines().any(|l| Format::Json.is_trace(l)),
+        "BEARERD_LOG=trace produced TRACE lines"
+    );
+}

@@ -197,6 +197,8 @@ fn record(generation: u64) -> Record {
         scope: None,
         state: "connected".into(),
         updated_at: SystemTime::now(),
+        credential: bearerd::store::Credential::Token,
+        last_used_at: None,
         covers: Vec::new(),
     }
 }

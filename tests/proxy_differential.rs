@@ -40,8 +40,9 @@ struct Lane {
 
 impl Lane {
     /// `tenants`: the connection is an app (`tenants = "header:X-Tenant"`) with one tenant,
-    /// `t1`, seeded in its store before start.
-    async fn start(tokens: &TokenServer, runtime: &str, tenants: bool) -> Lane {
+    /// `t1`, seeded in its store before start. With `key`, the connection holds that API
+    /// key (SPEC section 10) instead of tokens.
+    async fn start(tokens: &TokenServer, runtime: &str, tenants: bool, key: Option<&str>) -> Lane {
         let upstream = RawUpstream::start().await;
         // A short upstream timeout: a path that waits for bytes that never come shows as a
         // 504 instead of stalling the run.
@@ -56,6 +57,15 @@ impl Lane {
         } else {
             let extra = format!("timeout = \"5s\"\n{runtime}");
             support::cc_config_for(NAME, tokens, &upstream.url(), &extra)
+        };
+        let config = match key {
+            Some(key) => config.replace(
+                "grant = \"client_credentials\"",
+                &format!(
+                    "grant = \"api_key\"\napi_key = \"{key}\"\napi_key_header = \"X-Api-Key\""
+                ),
+            ),
+            None => config,
         };
         let bearerd = Bearerd::start(&config).await;
         if tenants {
@@ -156,16 +166,28 @@ fn env_number(name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_request_paths_agree_on_generated_http1_traffic() {
-    differential(false, DEFAULT_CASES).await;
+    differential(false, None, DEFAULT_CASES).await;
 }
 
 /// The same for an app's requests, routed by a tenant header on both paths.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_request_paths_agree_on_tenant_routing() {
-    differential(true, DEFAULT_CASES / 4).await;
+    differential(true, None, DEFAULT_CASES / 4).await;
 }
 
-async fn differential(tenants: bool, default_cases: usize) {
+/// The same guard with an API key in `X-Api-Key` instead of a bearer token: both paths send
+/// it alike, and never the app's own `Authorization`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_request_paths_agree_with_an_api_key() {
+    let seen = differential(false, Some(KEY), DEFAULT_CASES / 5).await;
+    assert!(seen > 0, "requests reached the upstream");
+}
+
+const KEY: &str = "cbat_differential_key";
+
+/// Runs `default_cases` generated cases (unless `BEARERD_DIFF_CASES` says otherwise) through
+/// both paths; returns how many requests the upstreams saw.
+async fn differential(tenants: bool, key: Option<&str>, default_cases: usize) -> usize {
     let seed = env_number("BEARERD_DIFF_SEED").unwrap_or_else(|| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         now.map(|d| d.as_nanos() as u64).unwrap_or(1)
@@ -175,8 +197,8 @@ async fn differential(tenants: bool, default_cases: usize) {
     eprintln!("differential: {replay}");
 
     let tokens = TokenServer::start(TokenServerConfig::default()).await;
-    let fast = Lane::start(&tokens, "", tenants).await;
-    let hyper = Lane::start(&tokens, "[runtime]\nfast_path = false\n", tenants).await;
+    let fast = Lane::start(&tokens, "", tenants, key).await;
+    let hyper = Lane::start(&tokens, "[runtime]\nfast_path = false\n", tenants, key).await;
     let mut rng = Rng::new(seed);
     let mut cases = Vec::with_capacity(count);
     let mut mutations: HashMap<&str, usize> = HashMap::new();
@@ -193,6 +215,21 @@ async fn differential(tenants: bool, default_cases: usize) {
         cases.push((case, last));
     }
     let (fast_seen, hyper_seen) = tokio::join!(fast.seen(), hyper.seen());
+    let mut requests = 0;
+    for (path, seen) in fast_seen.values().chain(hyper_seen.values()).flatten() {
+        requests += 1;
+        let values = |name: &str| -> Vec<&str> {
+            seen.fields
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        if let Some(key) = key {
+            assert_eq!(values("x-api-key"), [key], "{replay}: {path}");
+            assert!(values("authorization").is_empty(), "{replay}: {path}");
+        }
+    }
     for (case, last) in &cases {
         let none = Vec::new();
         let f = fast_seen.get(&case.index).unwrap_or(&none);
@@ -226,4 +263,5 @@ async fn differential(tenants: bool, default_cases: usize) {
             "{replay}: no case of {shape}: {mutations:?}"
         );
     }
+    requests
 }

@@ -35,6 +35,8 @@ fn record(generation: u64) -> Record {
         scope: Some("read".into()),
         state: "connected".into(),
         updated_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000),
+        credential: bearerd::store::Credential::Token,
+        last_used_at: None,
         covers: Vec::new(),
     }
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http::header::AUTHORIZATION;
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -275,11 +274,10 @@ async fn run_probe(
         Ok(token) => token,
         Err(error) => return format!("no token for the probe: {error}"),
     };
-    let header = token.header.to_str().unwrap_or("").to_owned();
     let mut hide: Vec<&str> = known.iter().flatten().map(SecretString::secret).collect();
-    hide.push(header.get("Bearer ".len()..).unwrap_or(""));
+    hide.push(token.secret());
     let request = http::Request::get(probe.uri.clone())
-        .header(AUTHORIZATION, token.header)
+        .header(token.name.clone(), token.header.clone())
         .header("accept", "application/json")
         .body(http_body_util::Either::Left(Full::new(Bytes::new())));
     let Ok(request) = request else {

@@ -52,6 +52,8 @@ fn row<'a>(c: &'a AdminConnection, s: &'a TokenState, now: Instant) -> pages::Ro
         last_refresh: s.last_refresh,
         last_error: s.last_error.as_deref(),
         connectable: c.connect.is_some(),
+        api_key: (super::migrate::credential(c, s) == "api_key")
+            .then(|| super::migrate::last_used_at(c, s)),
         tenants: c.tenants.as_ref().map(|tenants| {
             let counts = tenants.counts();
             pages::AppTenants {

@@ -49,15 +49,19 @@ impl AdminConnection {
         let credentials = c.credentials.as_ref().ok();
         let client_id = credentials.map(|creds| creds.client_id.secret().to_owned());
         let client_secret = credentials.and_then(|creds| creds.client_secret.clone());
-        let connect = match (&c.authorize_url, &client_id, c.grant) {
-            (Some(authorize_url), Some(client_id), GrantKind::AuthorizationCode) => {
-                Some(ConnectSettings {
-                    authorize_url: authorize_url.clone(),
-                    client_id: client_id.clone(),
-                    redirect_uri: c.redirect_uri.clone(),
-                    scopes: c.scopes.clone(),
-                })
-            }
+        // Keys from the config are not connected from the page; delivered keys are.
+        let from_flow = match c.grant {
+            GrantKind::AuthorizationCode => true,
+            GrantKind::ApiKey => !crate::token::keys::from_config(c),
+            GrantKind::ClientCredentials => false,
+        };
+        let connect = match (&c.authorize_url, &client_id, from_flow) {
+            (Some(authorize_url), Some(client_id), true) => Some(ConnectSettings {
+                authorize_url: authorize_url.clone(),
+                client_id: client_id.clone(),
+                redirect_uri: c.redirect_uri.clone(),
+                scopes: c.scopes.clone(),
+            }),
             _ => None,
         };
         let probe = c.probe.as_deref().and_then(|path| {
@@ -70,13 +74,15 @@ impl AdminConnection {
         });
         // Only Cloudbeds sends app-state webhooks, and only it has getAppState to confirm them.
         let app_state = match (c.provider, c.grant) {
-            (Provider::Cloudbeds, GrantKind::AuthorizationCode) => AppStateCheck::new(
-                proxy.client.clone(),
-                &c.upstream,
-                c.timeout,
-                client_secret.clone(),
-            )
-            .map(Arc::new),
+            (Provider::Cloudbeds, GrantKind::AuthorizationCode | GrantKind::ApiKey) => {
+                AppStateCheck::new(
+                    proxy.client.clone(),
+                    &c.upstream,
+                    c.timeout,
+                    client_secret.clone(),
+                )
+                .map(Arc::new)
+            }
             _ => None,
         };
         // `https://api.example.com/` reads better without the root path's slash.

@@ -14,7 +14,15 @@ pub struct Preset {
     pub refresh_scopes: &'static [&'static str],
     /// The provider's documented request budget, applied unless `rate_limit = false`.
     pub rate_limit: Option<RateLimitConfig>,
+    /// The header an API key goes in, if the provider issues keys.
+    pub api_key_header: Option<&'static str>,
+    /// How long a key may stay unused before it gets a keep-alive call.
+    pub keepalive: Option<Duration>,
 }
+
+/// Cloudbeds deletes keys unused for 30 days (PROVIDERS.md section 1b); a week leaves room
+/// for a keep-alive that fails a few times.
+const CLOUDBEDS_KEEPALIVE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Cloudbeds: 10 requests a second per partner client id; credentials of a partner that
 /// goes over may be suspended (PROVIDERS.md section 1b).
@@ -36,6 +44,8 @@ pub fn preset(provider: Provider) -> Preset {
             client_auth: ClientAuth::ClientSecretPost,
             refresh_scopes: &[],
             rate_limit: Some(CLOUDBEDS_RATE_LIMIT),
+            api_key_header: Some("x-api-key"),
+            keepalive: Some(CLOUDBEDS_KEEPALIVE),
         },
         Provider::Apaleo => Preset {
             authorize_url: Some("https://identity.apaleo.com/connect/authorize"),
@@ -44,6 +54,8 @@ pub fn preset(provider: Provider) -> Preset {
             client_auth: ClientAuth::ClientSecretPost,
             refresh_scopes: &["offline_access"],
             rate_limit: None,
+            api_key_header: None,
+            keepalive: None,
         },
         Provider::OAuth2 => Preset {
             authorize_url: None,
@@ -52,6 +64,8 @@ pub fn preset(provider: Provider) -> Preset {
             client_auth: ClientAuth::ClientSecretBasic,
             refresh_scopes: &[],
             rate_limit: None,
+            api_key_header: None,
+            keepalive: None,
         },
     }
 }

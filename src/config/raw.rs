@@ -69,7 +69,8 @@ pub struct RawConnection {
     pub listen: String,
     pub upstream: String,
     pub grant: Option<String>,
-    pub client_id: SecretSource,
+    /// Required unless `grant = "api_key"` with `api_key` (a key from the config).
+    pub client_id: Option<SecretSource>,
     pub client_secret: Option<SecretSource>,
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -91,6 +92,12 @@ pub struct RawConnection {
     pub rate_limit: Option<toml::Value>,
     pub probe: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// `grant = "api_key"`: a key from the config instead of automatic delivery.
+    pub api_key: Option<SecretSource>,
+    /// The header a key is sent in (preset `x-api-key` for cloudbeds).
+    pub api_key_header: Option<String>,
+    /// Idle time after which a key gets one cheap authenticated call.
+    pub keepalive: Option<String>,
     /// `"header:NAME"` or `"path"`: the connection is an app with many tenants (SPEC 9).
     pub tenants: Option<String>,
     /// oauth2 apps: a JSON pointer into the token response (or its id_token's claims).

@@ -61,6 +61,12 @@ pub fn check_grant(
                 .into(),
         );
     }
+    if grant == GrantKind::ApiKey {
+        return Err(
+            "tenants with grant = \"api_key\" are not supported yet: use \"authorization_code\""
+                .into(),
+        );
+    }
     if claim.is_some() && provider != Provider::OAuth2 {
         return Err("tenant_claim is for provider = \"oauth2\"; the presets know their ids".into());
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use url::Url;
 
+use super::keys::{RawKeys, keys};
 use super::preset::preset;
 use super::raw::{RawAdmin, RawConfig, RawConnection, RawLimits, RawNotify, RawStore};
 use super::tenants::{self, TenantsConfig};
@@ -305,10 +306,14 @@ fn connection(
     let grant = match raw.grant.as_deref().unwrap_or("authorization_code") {
         "authorization_code" => Some(GrantKind::AuthorizationCode),
         "client_credentials" => Some(GrantKind::ClientCredentials),
+        "api_key" => Some(GrantKind::ApiKey),
         other => {
             problems.add(
                 k("grant"),
-                format!("`{other}` is not one of \"authorization_code\", \"client_credentials\""),
+                format!(
+                    "`{other}` is not one of \"authorization_code\", \"client_credentials\", \
+                     \"api_key\""
+                ),
             );
             None
         }
@@ -414,6 +419,37 @@ fn connection(
         .map(|value| rate_limit(&k("rate_limit"), &value, problems));
     let (provider, grant) = (provider?, grant?);
     let preset = preset(provider);
+    let raw_keys = RawKeys {
+        provider,
+        grant,
+        api_key: raw.api_key.as_ref(),
+        api_key_header: raw.api_key_header.as_deref(),
+        keepalive: raw.keepalive.as_deref(),
+        probe: raw.probe.as_deref(),
+        has_client_id: raw.client_id.is_some(),
+    };
+    let keys = match keys(&raw_keys, &preset) {
+        Ok(mut keys) => {
+            if let Some(Err(reason)) = &mut keys.configured {
+                *reason = format!("{key}.{reason}");
+            }
+            Some(keys)
+        }
+        Err(found) => {
+            for (field, message) in found {
+                problems.add(k(&field), message);
+            }
+            None
+        }
+    };
+    // A key from the config needs no token endpoint and no browser flow.
+    let configured_key = grant == GrantKind::ApiKey && raw.api_key.is_some();
+    if raw.client_id.is_none() && !configured_key {
+        problems.add(
+            k("client_id"),
+            "is required (only a grant = \"api_key\" connection with api_key can do without)",
+        );
+    }
     let rate_limit = match rate_limit {
         None => preset.rate_limit,
         Some(RateLimitChoice::Off) => None,
@@ -428,17 +464,22 @@ fn connection(
             .and_then(|u| Url::parse(u).ok())
     };
     let token_url = token_url.or_else(|| from_preset(preset.token_url));
-    if token_url.is_none() && issuer.is_none() {
+    if token_url.is_none() && issuer.is_none() && !configured_key {
         problems.add(
             k("token_url"),
             "required for provider = \"oauth2\" (or set issuer for discovery)",
         );
     }
     let authorize_url = authorize_url.or_else(|| from_preset(preset.authorize_url));
-    if grant == GrantKind::AuthorizationCode && authorize_url.is_none() && issuer.is_none() {
+    let browser_flow =
+        grant == GrantKind::AuthorizationCode || (grant == GrantKind::ApiKey && !configured_key);
+    if browser_flow && authorize_url.is_none() && issuer.is_none() {
         problems.add(
             k("authorize_url"),
-            "required for provider = \"oauth2\" with grant = \"authorization_code\" (or set issuer)",
+            format!(
+                "required for provider = \"oauth2\" with grant = \"{}\" (or set issuer)",
+                grant.as_str()
+            ),
         );
     }
     let upstream = upstream?;
@@ -471,7 +512,7 @@ fn connection(
             )?
         }
     };
-    let credentials = credentials(key, &raw.client_id, raw.client_secret.as_ref());
+    let credentials = credentials(key, raw.client_id.as_ref(), raw.client_secret.as_ref());
     let tenants = app(key, app_settings, grant, provider, problems);
     if problems.0.len() > before {
         return None;
@@ -501,6 +542,7 @@ fn connection(
         rate_limit,
         probe: raw.probe,
         ca_file: raw.ca_file,
+        keys: keys?,
         tenants,
     })
 }
@@ -550,12 +592,15 @@ fn app(
 
 fn credentials(
     key: &str,
-    client_id: &super::SecretSource,
+    client_id: Option<&super::SecretSource>,
     client_secret: Option<&super::SecretSource>,
 ) -> Result<Credentials, String> {
-    let client_id = client_id
-        .resolve()
-        .map_err(|e| format!("{key}.client_id: {e}"));
+    let client_id = match client_id {
+        Some(source) => source
+            .resolve()
+            .map_err(|e| format!("{key}.client_id: {e}")),
+        None => Err(format!("{key}.client_id: not set")),
+    };
     let client_secret = client_secret
         .map(|source| {
             source

@@ -165,7 +165,14 @@ pub async fn serve(
         let mut head_due = None;
         let request = loop {
             if !input.is_empty() {
-                match request::parse(&input, limit, &rewrite, &mut scratch.head) {
+                let key_header = proxy.key_header.as_ref();
+                match request::parse_dropping(
+                    &input,
+                    limit,
+                    &rewrite,
+                    key_header,
+                    &mut scratch.head,
+                ) {
                     Parsed::Fast(request) if request.head_len <= Limits::MAX_HEAD_BYTES => {
                         break request;
                     }

@@ -169,13 +169,15 @@ pub fn strip_request(headers: &mut HeaderMap) {
 }
 
 /// Turns the app's request head into the upstream's, in place (no new header map): headers
-/// stripped as [`strip_request`] says, `token` as `Authorization`, `host` (the upstream's,
-/// built once; `None` leaves it to the client) as `Host`, `uri` (the joined upstream URI),
-/// HTTP/1.1 (the client negotiates h2 itself), no extensions.
+/// stripped as [`strip_request`] says, `token` in its header (`Authorization`, or an API
+/// key's, whose app value is dropped too), `host` (the upstream's, built once; `None` leaves
+/// it to the client) as `Host`, `uri` (the joined upstream URI), HTTP/1.1 (the client
+/// negotiates h2 itself), no extensions.
 pub fn prepare(parts: &mut Parts, uri: Uri, host: Option<&HeaderValue>, token: &Token) {
     let headers = &mut parts.headers;
     strip_request(headers);
-    headers.insert(AUTHORIZATION, token.header.clone());
+    // `insert` replaces every value the app sent under the credential's name.
+    headers.insert(token.name.clone(), token.header.clone());
     if let Some(host) = host {
         headers.insert(HOST, host.clone());
     }

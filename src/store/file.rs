@@ -398,6 +398,8 @@ mod tests {
             scope: None,
             state: "connected".into(),
             updated_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000),
+            credential: crate::store::Credential::Token,
+            last_used_at: None,
             covers: Vec::new(),
         }
     }

@@ -204,7 +204,8 @@ impl PgStore {
         let row = client
             .query_opt(
                 "SELECT version, generation, access_token, expires_at, refresh_token, scope, \
-                 state, updated_at, covers FROM bearerd_tokens WHERE name = $1 AND state IS NOT NULL",
+                 state, updated_at, covers, credential, last_used_at FROM bearerd_tokens \
+                 WHERE name = $1 AND state IS NOT NULL",
                 &[&name],
             )
             .await
@@ -220,6 +221,7 @@ impl PgStore {
         let generation: i64 = row.try_get(1).map_err(db_error("load"))?;
         let expires_at: Option<SystemTime> = row.try_get(3).map_err(db_error("load"))?;
         let updated_at: SystemTime = row.try_get(7).map_err(db_error("load"))?;
+        let last_used_at: Option<SystemTime> = row.try_get(10).map_err(db_error("load"))?;
         Ok(Some(RecordJson {
             version: u32::try_from(version).map_err(|_| corrupt("negative version"))?,
             connection: name.to_owned(),
@@ -235,6 +237,8 @@ impl PgStore {
                 .map_err(db_error("load"))?
                 .map(|c| c.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
+            credential: row.try_get(9).map_err(db_error("load"))?,
+            last_used_at: last_used_at.map(unix_seconds),
         }))
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::oauth::{GrantRequest, TokenEndpoint, TokenFailure};
 use super::state::ConnState;
 use crate::secret::SecretString;
-use crate::store::{Record, StoreError, TokenStore};
+use crate::store::{Credential, Record, StoreError, TokenStore};
 
 /// Longest wait for the store lock (a running refresher holds it for one token request).
 const LOCK_WAIT: Duration = Duration::from_secs(90);
@@ -82,18 +82,21 @@ pub async fn import(
         scope: set.scope,
         state: ConnState::Connected.as_str().to_owned(),
         updated_at: wall,
+        credential: Credential::Token,
+        last_used_at: None,
         covers: Vec::new(),
     };
     save(store, &record).await?;
     Ok(record.generation)
 }
 
-/// Does the stored record carry a grant bearerd would still redeem?
+/// Does the stored record carry a grant bearerd would still redeem, or a live API key (which
+/// redeeming a refresh token of the same grant would invalidate)?
 fn holds_usable_grant(record: &Record) -> bool {
     let dead = [ConnState::NeedsAuthorization, ConnState::Disconnected]
         .iter()
         .any(|s| s.as_str() == record.state);
-    record.refresh_token.is_some() && !dead
+    (record.refresh_token.is_some() || record.credential == Credential::ApiKey) && !dead
 }
 
 /// The provider has already rotated the given token, so a save that fails is retried a few

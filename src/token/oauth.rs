@@ -96,6 +96,14 @@ pub enum GrantRequest<'a> {
         verifier: &'a SecretString,
         redirect_uri: &'a str,
     },
+    /// The same code exchanged for an API key (automatic delivery, SPEC section 10).
+    ApiKeyCode {
+        code: &'a SecretString,
+        verifier: &'a SecretString,
+        redirect_uri: &'a str,
+    },
+    /// A refresh token exchanged for an API key (migration, SPEC section 10).
+    RefreshTokenExchange(&'a SecretString),
 }
 
 /// A connection's token endpoint with its client authentication.
@@ -113,8 +121,9 @@ impl GrantRequest<'_> {
     fn secrets(&self) -> Vec<&str> {
         match self {
             Self::ClientCredentials => Vec::new(),
-            Self::RefreshToken(token) => vec![token.secret()],
-            Self::AuthorizationCode { code, verifier, .. } => {
+            Self::RefreshToken(token) | Self::RefreshTokenExchange(token) => vec![token.secret()],
+            Self::AuthorizationCode { code, verifier, .. }
+            | Self::ApiKeyCode { code, verifier, .. } => {
                 vec![code.secret(), verifier.secret()]
             }
         }
@@ -217,11 +226,24 @@ impl TokenEndpoint {
                 code,
                 verifier,
                 redirect_uri,
+            }
+            | GrantRequest::ApiKeyCode {
+                code,
+                verifier,
+                redirect_uri,
             } => {
-                form.append_pair("grant_type", "authorization_code");
+                let grant_type = match grant {
+                    GrantRequest::ApiKeyCode { .. } => super::keys::API_KEY_GRANT,
+                    _ => "authorization_code",
+                };
+                form.append_pair("grant_type", grant_type);
                 form.append_pair("code", code.secret());
                 form.append_pair("redirect_uri", redirect_uri);
                 form.append_pair("code_verifier", verifier.secret());
+            }
+            GrantRequest::RefreshTokenExchange(token) => {
+                form.append_pair("grant_type", super::keys::REFRESH_TOKEN_EXCHANGE);
+                form.append_pair("refresh_token", token.secret());
             }
         }
         self.authenticated_post(self.url.as_str(), form)
@@ -242,18 +264,15 @@ impl TokenEndpoint {
             .await
     }
 
-    /// Cloudbeds: `POST postAppState` with `app_state=disabled` and the current access token.
-    pub async fn disable_app_state(
-        &self,
-        url: &Url,
-        bearer: &http::HeaderValue,
-    ) -> Result<(), String> {
+    /// Cloudbeds: `POST postAppState` with `app_state=disabled` and the current credential
+    /// (access token or API key, in its own header).
+    pub async fn disable_app_state(&self, url: &Url, token: &super::Token) -> Result<(), String> {
         let request = Request::builder()
             .method(Method::POST)
             .uri(url.as_str())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
-            .header(AUTHORIZATION, bearer.clone())
+            .header(token.name.clone(), token.header.clone())
             .body(Either::Left(Full::new(Bytes::from_static(
                 b"app_state=disabled",
             ))))

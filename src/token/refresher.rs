@@ -33,6 +33,9 @@ pub enum Grant {
     RefreshToken(SecretString),
     /// Nothing to redeem: the connection must be (re)authorized first.
     None,
+    /// An API key (SPEC section 10): never redeemed, never refreshed; a rejection means
+    /// it was revoked.
+    ApiKey,
 }
 
 /// What the admin listener asks of a connection's refresher.
@@ -72,6 +75,11 @@ pub enum Command {
         reason: String,
         reply: Option<oneshot::Sender<DisconnectReport>>,
     },
+    /// Exchange the stored refresh token for an API key and hold the key from then on;
+    /// replies with the key's generation.
+    Migrate {
+        reply: oneshot::Sender<Result<u64, MigrateError>>,
+    },
 }
 
 /// How a disconnect went. Local deletion happens even when the provider could not be told.
@@ -104,6 +112,8 @@ pub struct Refresher {
     /// A token request for the current grant got no answer since its last success: a
     /// rejection now may mean the provider rotated the grant while its answer was lost.
     answer_lost: bool,
+    /// API keys: how they are sent and kept alive, and the keep-alive's bookkeeping.
+    keys: KeyRuntime,
     /// A tenant's record: the ids its grant serves (empty: its own id).
     covers: Vec<String>,
     /// Set for a tenant of an app.
@@ -152,10 +162,17 @@ impl Refresher {
             next_refresh: None,
             retry_trigger: None,
             answer_lost: false,
+            keys: KeyRuntime::default(),
             covers: Vec::new(),
             tenant: None,
             shutdown,
         }
+    }
+
+    /// Holds API keys as `settings` say (a connection that cannot hold keys has none).
+    pub fn with_keys(mut self, settings: KeySettings) -> Self {
+        self.keys = KeyRuntime::new(settings);
+        self
     }
 
     /// Makes this the refresher of a tenant: the app's registry tells it when the store
@@ -222,6 +239,10 @@ impl Refresher {
                         self.end_authorizing();
                         continue;
                     }
+                    if self.holds_key() {
+                        self.on_key_timer().await;
+                        continue;
+                    }
                     let trigger = self.retry_trigger.take().unwrap_or(Trigger::Scheduled);
                     Box::pin(self.refresh(trigger)).await;
                 }
@@ -285,13 +306,16 @@ impl Refresher {
     }
 
     fn can_redeem(&self) -> bool {
-        self.endpoint.is_some() && !matches!(self.grant, Grant::None)
+        self.endpoint.is_some() && !matches!(self.grant, Grant::None | Grant::ApiKey)
     }
 
     /// The next time the refresher must act by itself.
     fn wake_at(&self) -> Option<Instant> {
         if let Some((until, _)) = self.authorizing {
             return Some(until);
+        }
+        if self.holds_key() {
+            return self.key_wake_at();
         }
         let current = self.connection.cell.load();
         if current.state.is_dead_end() || !self.can_redeem() {
@@ -314,6 +338,15 @@ impl Refresher {
         }
         let current = connection.cell.load_full();
         let wanted = connection.wanted.load(Ordering::Acquire);
+        if self.holds_key() {
+            // A key is never refreshed: a caller needing a newer one means the provider
+            // refused it.
+            connection.unauthorized.store(false, Ordering::Release);
+            if wanted > current.generation && !current.state.is_dead_end() {
+                self.key_rejected().await;
+            }
+            return;
+        }
         if wanted > current.generation && !current.state.is_dead_end() && !self.can_redeem() {
             // A token without a refresh token (e.g. apaleo without offline_access) expired.
             self.publish_with(|s| {
@@ -349,7 +382,12 @@ impl Refresher {
 
 mod attempt;
 mod commands;
+mod keys;
 mod persist;
+
+pub use super::keys::KeySettings;
+use keys::KeyRuntime;
+pub use keys::MigrateError;
 
 /// The next changed connection name; `None` when notifications were missed (lagged), so
 /// the caller re-reads. Pends forever without a subscription.

@@ -12,6 +12,10 @@
 //! see `authorize.rs`. Users come from [`TokenServer::add_user`]; tokens issued from a code know
 //! their user ([`TokenServer::user_of`]). [`TokenServer::authorize_headless`] walks the same pages
 //! over HTTP for tests without a browser.
+//!
+//! Cloudbeds API keys (`keys.rs`): automatic delivery (`grant_type=urn:ietf:params:oauth:
+//! grant-type:api-key`), migration (`refresh_token_exchange`), a later OAuth refresh of the
+//! grant invalidating its keys, idle lapse, revocation; [`TokenServer::validate_key`].
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -34,6 +38,7 @@ mod config;
 mod discovery;
 mod endpoint;
 mod headless;
+mod keys;
 mod pages;
 mod wire;
 
@@ -81,6 +86,13 @@ struct State {
     code_exchanges: usize,
     /// Overrides the issuer in the discovery documents.
     discovery_issuer: Option<String>,
+    /// Cloudbeds API keys (`keys.rs`).
+    keys: HashMap<String, keys::ApiKey>,
+    key_idle: Option<Duration>,
+    key_deliveries: usize,
+    key_exchanges: usize,
+    keys_invalidated_by_refresh: usize,
+    keys_lapsed: usize,
     /// Cloudbeds mode: the property ids each user's grants cover (`resources[]`); a user
     /// not listed gets property `1`.
     properties: HashMap<String, Vec<String>>,

@@ -19,8 +19,14 @@
 //!   server's Cloudbeds `resources` name, starts `enabled`); any other property gets Cloudbeds'
 //!   HTTP 200 `success:false` "None of the included property id's match"; counted by
 //!   [`Upstream::app_state_gets`];
+//! * `POST /api/v1.2/access_token_check`: `{"success":true}` for a live credential, counted
+//!   by [`Upstream::token_checks`];
 //! * anything else: a JSON echo of the request (body hashed while streaming), whose `"user"` is
 //!   the user of the presented token (or null).
+//!
+//! A request with `x-api-key` and no bearer token is checked with
+//! [`TokenServer::validate_key`] instead; a dead key gets Cloudbeds' 401
+//! `{"type":"unauthorized",...}` (PROVIDERS.md section 1).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -48,6 +54,7 @@ type Resp = Response<BoxBody<Bytes, Infallible>>;
 const CHUNK: u64 = 64 * 1024;
 const APP_STATE: &str = "/api/v1.3/postAppState";
 const GET_APP_STATE: &str = "/api/v1.3/getAppState";
+const TOKEN_CHECK: &str = "/api/v1.2/access_token_check";
 
 /// The deterministic pattern served by `/bytes/N`: byte i is `(i % 251) as u8`.
 pub fn pattern_bytes(len: usize) -> Vec<u8> {
@@ -66,6 +73,7 @@ struct Inner {
     unauthorized: AtomicUsize,
     app_state_posts: AtomicUsize,
     app_state_gets: AtomicUsize,
+    token_checks: AtomicUsize,
     /// Property id -> app state, for getAppState.
     app_states: Mutex<HashMap<String, String>>,
 }
@@ -88,6 +96,7 @@ impl Upstream {
             unauthorized: AtomicUsize::new(0),
             app_state_posts: AtomicUsize::new(0),
             app_state_gets: AtomicUsize::new(0),
+            token_checks: AtomicUsize::new(0),
             app_states: Mutex::new(HashMap::from([("1".to_owned(), "enabled".to_owned())])),
         });
         let handler_inner = inner.clone();
@@ -113,6 +122,10 @@ impl Upstream {
     /// Requests to `/api/v1.3/getAppState` (answered 401 or not).
     pub fn app_state_gets(&self) -> usize {
         self.inner.app_state_gets.load(Ordering::SeqCst)
+    }
+    /// Requests to `/api/v1.2/access_token_check` (answered 401 or not).
+    pub fn token_checks(&self) -> usize {
+        self.inner.token_checks.load(Ordering::SeqCst)
     }
     /// What getAppState answers for `property` from now on.
     pub fn set_app_state(&self, property: &str, state: &str) {
@@ -158,7 +171,27 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
     if req.uri().path() == GET_APP_STATE {
         inner.app_state_gets.fetch_add(1, Ordering::SeqCst);
     }
+    if req.uri().path() == TOKEN_CHECK {
+        inner.token_checks.fetch_add(1, Ordering::SeqCst);
+    }
+    // A bearer token wins: an app may send an x-api-key of its own to an OAuth connection.
+    let key = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| bearer(&req).is_none())
+        .map(str::to_owned);
+    if let (Some(tokens), Some(key)) = (&inner.tokens, &key)
+        && !tokens.validate_key(key)
+    {
+        inner.unauthorized.fetch_add(1, Ordering::SeqCst);
+        return Ok(json_resp(
+            StatusCode::UNAUTHORIZED,
+            &json!({"type": "unauthorized", "title": "Unauthorized", "status": 401, "detail": "401 UNAUTHORIZED"}),
+        ));
+    }
     if let Some(tokens) = &inner.tokens
+        && key.is_none()
         && !bearer(&req).is_some_and(|t| tokens.validate_access(t))
     {
         inner.unauthorized.fetch_add(1, Ordering::SeqCst);
@@ -225,6 +258,9 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
             StatusCode::UNAUTHORIZED,
             &json!({"error": "access_denied", "message": "The resource owner or authorization server denied the request."}),
         )),
+        TOKEN_CHECK if req.method() == Method::POST => {
+            Ok(json_resp(StatusCode::OK, &json!({"success": true})))
+        }
         "/userinfo" => Ok(json_resp(
             StatusCode::OK,
             &json!({"user": user, "hotel": "Hotel Test"}),

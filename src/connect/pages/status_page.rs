@@ -29,6 +29,8 @@ pub struct Row<'a> {
     pub connectable: bool,
     /// An app's tenants (SPEC section 9); `None` for a connection with one grant.
     pub tenants: Option<AppTenants>,
+    /// An API key connection (SPEC section 10): `Some(when the key was last used)`.
+    pub api_key: Option<Option<SystemTime>>,
 }
 
 /// An app's tenants as its row shows them: how many in each state.
@@ -245,6 +247,14 @@ fn row(r: &Row<'_>, csrf: &str, now: SystemTime) -> String {
             .into(),
         Expiry::At(at) => moment(at, now, ""),
         Expiry::Expired(at) => moment(at, now, "expired "),
+    };
+    let expires = match r.api_key {
+        Some(used) => format!(
+            "<span class=\"when key\">API key, never refreshed</span><br>\
+<span class=\"when muted key\">last used {}</span>",
+            used.map_or_else(|| "-".to_owned(), |at| when::relative(at, now))
+        ),
+        None => expires,
     };
     let last_refresh = r.last_refresh.map_or_else(dash, |at| moment(at, now, ""));
     let (explain, buttons) = match &r.tenants {

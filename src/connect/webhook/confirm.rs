@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http::header::{ACCEPT, AUTHORIZATION};
+use http::header::ACCEPT;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use serde_json::Value;
 use url::Url;
@@ -71,7 +71,7 @@ impl AppStateCheck {
         let mut url = self.url.clone();
         url.query_pairs_mut().append_pair("propertyID", property);
         let request = http::Request::get(url.as_str())
-            .header(AUTHORIZATION, token.header.clone())
+            .header(token.name.clone(), token.header.clone())
             .header(ACCEPT, "application/json")
             .body(Either::Left(Full::new(Bytes::new())));
         let Ok(request) = request else {
@@ -104,9 +104,7 @@ impl AppStateCheck {
     }
 
     fn scrubbed(&self, text: &str, token: &Token) -> String {
-        let header = token.header.to_str().unwrap_or("");
-        let access = header.get("Bearer ".len()..).unwrap_or("");
-        let mut secrets = vec![access];
+        let mut secrets = vec![token.secret()];
         if let Some(secret) = &self.client_secret {
             secrets.push(secret.secret());
         }

@@ -65,7 +65,7 @@ async fn exchange(
     let granted = proxy.route(tenant)?;
     let token = granted.token().await?;
     scratch.out.clear();
-    scratch.head.write(&token.header, &mut scratch.out);
+    scratch.head.write_token(&token, &mut scratch.out);
     scratch.out.extend_from_slice(body);
     let (mut upstream, mut head) = send(proxy, pool, scratch, request).await?;
     if rejected(proxy, &mut upstream, &head).await? {
@@ -75,7 +75,7 @@ async fn exchange(
         // once when it was already superseded.
         let newer = granted.newer_than(token.generation, true).await?;
         scratch.out.clear();
-        scratch.head.write(&newer.header, &mut scratch.out);
+        scratch.head.write_token(&newer, &mut scratch.out);
         scratch.out.extend_from_slice(body);
         (upstream, head) = send(proxy, pool, scratch, request).await?;
         let metrics = &proxy.connection.metrics;

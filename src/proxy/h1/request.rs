@@ -9,11 +9,12 @@
 //! `Content-Length` values that are not one number). What neither path may forward is
 //! [`Parsed::Reject`]ed here (see the invariants in [`super`]).
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use super::fields::{ConnectionOptions, write_field, write_length};
 use crate::proxy::headers::{NAMES_FRAMING, is_hop_by_hop, parse_length};
 use crate::proxy::route::split_tenant;
+use crate::token::Token;
 
 /// Header fields the fast path parses; more hands the request to hyper.
 const MAX_HEADERS: usize = 64;
@@ -64,9 +65,25 @@ pub struct UpstreamHead {
 impl UpstreamHead {
     /// Appends the whole head with `authorization` to `out`.
     pub fn write(&self, authorization: &HeaderValue, out: &mut Vec<u8>) {
+        self.write_credential(b"Authorization", authorization, out);
+    }
+
+    /// Appends the whole head with `token` in its header (`Authorization`, or an API key's
+    /// such as `x-api-key`) to `out`. No allocation beyond `out`'s growth.
+    pub fn write_token(&self, token: &Token, out: &mut Vec<u8>) {
+        let name: &[u8] = if token.is_key() {
+            token.name.as_str().as_bytes()
+        } else {
+            b"Authorization"
+        };
+        self.write_credential(name, &token.header, out);
+    }
+
+    fn write_credential(&self, name: &[u8], value: &HeaderValue, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.line);
-        out.extend_from_slice(b"Authorization: ");
-        out.extend_from_slice(authorization.as_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.fields);
     }
@@ -99,6 +116,18 @@ pub fn parse(
     buf: &[u8],
     limit: BodyLimit,
     rewrite: &Rewrite<'_>,
+    head: &mut UpstreamHead,
+) -> Parsed {
+    parse_dropping(buf, limit, rewrite, None, head)
+}
+
+/// [`parse`], also dropping the app's `key_header` (an API key's header, SPEC section 10),
+/// which bearerd sets itself.
+pub fn parse_dropping(
+    buf: &[u8],
+    limit: BodyLimit,
+    rewrite: &Rewrite<'_>,
+    key_header: Option<&HeaderName>,
     head: &mut UpstreamHead,
 ) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -188,7 +217,8 @@ pub fn parse(
     out.clear();
     for field in request.headers.iter() {
         let name = field.name.as_bytes();
-        if !is_dropped(name) && !connection.names(name) {
+        let is_key = key_header.is_some_and(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name));
+        if !is_dropped(name) && !connection.names(name) && !is_key {
             write_field(out, name, field.value);
         }
     }
@@ -309,6 +339,27 @@ mod tests {
             );
             assert_eq!(upstream(&raw).0, Parsed::Reject(NAMES_FRAMING), "{option}");
         }
+    }
+
+    #[test]
+    fn an_api_key_goes_in_its_header_and_the_apps_is_dropped() {
+        let raw = "GET /x HTTP/1.1\r\nHost: h\r\nX-Api-Key: app-key\r\nAuthorization: Bearer app\r\n\
+                   Accept: a\r\n\r\n";
+        let mut head = UpstreamHead::default();
+        let key = http::HeaderName::from_static("x-api-key");
+        let parsed = parse_dropping(raw.as_bytes(), LIMIT, &rewrite(), Some(&key), &mut head);
+        assert!(matches!(parsed, Parsed::Fast(_)), "{parsed:?}");
+        let token = Token {
+            name: key,
+            header: HeaderValue::from_static("cbat_k"),
+            generation: 1,
+        };
+        let mut out = Vec::new();
+        head.write_token(&token, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /api/x HTTP/1.1\r\nHost: up.example:8080\r\nx-api-key: cbat_k\r\nAccept: a\r\n\r\n"
+        );
     }
 
     #[test]

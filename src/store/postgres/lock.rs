@@ -263,7 +263,7 @@ async fn write(
         .execute(
             "UPDATE bearerd_tokens SET version = $2, generation = $3, access_token = $4, \
              expires_at = $5, refresh_token = $6, scope = $7, state = $8, updated_at = $9, \
-             covers = $10 WHERE name = $1",
+             covers = $10, credential = $11, last_used_at = $12 WHERE name = $1",
             &[
                 &name,
                 &version,
@@ -275,6 +275,8 @@ async fn write(
                 &record.state,
                 &record.updated_at,
                 &covers,
+                &json.credential,
+                &record.last_used_at,
             ],
         )
         .await

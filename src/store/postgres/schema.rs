@@ -79,6 +79,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
     COMMENT ON TABLE bearerd_flows IS
         'bearerd connect flows between redirect and callback, by SHA-256 of their state, for any replica to finish';",
     ),
+    (
+        6,
+        "ALTER TABLE bearerd_tokens
+        ADD COLUMN credential   text,
+        ADD COLUMN last_used_at timestamptz;
+    COMMENT ON COLUMN bearerd_tokens.credential IS
+        'NULL: OAuth tokens; api_key: access_token holds an API key that is never refreshed';",
+    ),
 ];
 
 /// Brings the schema to the newest version this build knows. Returns that version.

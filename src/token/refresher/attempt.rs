@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::{Grant, Refresher};
 use crate::metrics::Trigger;
-use crate::store::{Record, StoreLock};
+use crate::store::{Credential, Record, StoreLock};
 use crate::token::oauth::{GrantRequest, TokenFailure};
 use crate::token::schedule::refresh_in;
 use crate::token::state::{ConnState, Outcome};
@@ -121,6 +121,8 @@ impl Refresher {
                 scope: set.scope.clone(),
                 state: ConnState::Connected.as_str().to_owned(),
                 updated_at: wall,
+                credential: Credential::Token,
+                last_used_at: None,
                 covers: self.covers.clone(),
             };
             if !self.save_durably(&record).await {
@@ -145,6 +147,7 @@ impl Refresher {
         self.connection.publish(TokenState {
             generation,
             bearer: Some(bearer),
+            key_header: None,
             expires_at: set.expires_in.map(|d| now + d),
             expires_at_wall: set.expires_in.map(|d| wall + d),
             state: ConnState::Connected,

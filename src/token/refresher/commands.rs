@@ -10,7 +10,7 @@ use super::{Command, DisconnectReport, Grant, Refresher};
 use crate::config::Revocation;
 use crate::metrics::Trigger;
 use crate::secret::SecretString;
-use crate::store::{Record, StoreLock};
+use crate::store::{Credential, Record, StoreLock};
 use crate::token::TokenSet;
 use crate::token::oauth::{GrantRequest, TokenFailure};
 use crate::token::state::{ConnState, Outcome};
@@ -65,6 +65,9 @@ impl Refresher {
                     let _ = reply.send(report);
                 }
             }
+            Command::Migrate { reply } => {
+                let _ = reply.send(self.migrate().await);
+            }
         }
     }
 
@@ -91,10 +94,18 @@ impl Refresher {
         };
         let (lock, stored_generation) = self.lock_for_new_grant().await?;
         let started = Instant::now();
-        let request = GrantRequest::AuthorizationCode {
-            code,
-            verifier,
-            redirect_uri,
+        let request = if self.delivers_keys() {
+            GrantRequest::ApiKeyCode {
+                code,
+                verifier,
+                redirect_uri,
+            }
+        } else {
+            GrantRequest::AuthorizationCode {
+                code,
+                verifier,
+                redirect_uri,
+            }
         };
         let result = endpoint.request(request, &[]).await;
         let outcome = result
@@ -104,6 +115,16 @@ impl Refresher {
             .metrics
             .refresh(Trigger::Connect, outcome, started.elapsed());
         let set = result.map_err(|failure| failure.to_string())?;
+        if self.delivers_keys() {
+            // Automatic delivery: the answer's access_token is a long-lived key.
+            let generation = stored_generation.max(self.connection.cell.load().generation) + 1;
+            self.authorizing = None;
+            return if self.install_key(set.access_token, lock, generation).await {
+                Ok(generation)
+            } else {
+                Err("the new API key could not be saved".into())
+            };
+        }
         let covers = self.covers.clone();
         self.take_grant(set, covers, lock, stored_generation).await
     }
@@ -228,6 +249,8 @@ impl Refresher {
                 scope: None,
                 state: ConnState::Disconnected.as_str().to_owned(),
                 updated_at: SystemTime::now(),
+                credential: Credential::Token,
+                last_used_at: None,
                 covers: self.covers.clone(),
             };
             let saved = match store.lock(&name, self.lock_wait).await {
@@ -273,7 +296,7 @@ impl Refresher {
             Revocation::CloudbedsAppState(url) => {
                 let current = self.connection.cell.load_full();
                 match current.usable(Instant::now()) {
-                    Some(token) => endpoint.disable_app_state(url, &token.header).await,
+                    Some(token) => endpoint.disable_app_state(url, &token).await,
                     None => Err("no valid access token to call postAppState with".into()),
                 }
             }

@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::{DEAD_STATES, Grant, Refresher};
 use crate::metrics::Trigger;
-use crate::store::{Record, StoreError, StoreLock};
-use crate::token::bearer_header;
+use crate::store::{Credential, Record, StoreError, StoreLock};
+use crate::token::keys::credential_value;
 use crate::token::schedule::refresh_in;
 use crate::token::state::ConnState;
 
@@ -49,10 +49,24 @@ impl Refresher {
     /// should follow).
     pub(super) fn adopt(&mut self, record: Record) -> bool {
         self.set_covers(record.covers.clone());
-        if let Some(refresh_token) = record.refresh_token
+        // A key record switches this refresher to key mode for good: it must never redeem
+        // the refresh token it may still hold (that would invalidate the key).
+        let key = match record.credential {
+            Credential::ApiKey => self.key_header_name(),
+            Credential::Token => None,
+        };
+        if record.credential == Credential::ApiKey {
+            self.grant = Grant::ApiKey;
+            if let Some(at) = record.last_used_at {
+                self.connection.used_at(at);
+            }
+            self.keys.adopted(record.last_used_at);
+        } else if let Some(refresh_token) = record.refresh_token
             && !matches!(self.grant, Grant::ClientCredentials)
         {
             self.grant = Grant::RefreshToken(refresh_token);
+        } else if matches!(self.grant, Grant::ApiKey) {
+            self.grant = Grant::None;
         }
         let wall = SystemTime::now();
         let now = Instant::now();
@@ -61,7 +75,10 @@ impl Refresher {
             .map(|at| at.duration_since(wall).unwrap_or_default());
         let bearer = match remaining {
             Some(left) if left.is_zero() => None,
-            _ => record.access_token.as_ref().and_then(bearer_header),
+            _ => record
+                .access_token
+                .as_ref()
+                .and_then(|t| credential_value(t, key.as_ref())),
         };
         let dead = DEAD_STATES.into_iter().find(|s| s.as_str() == record.state);
         self.backoff.reset();
@@ -72,7 +89,10 @@ impl Refresher {
             _ => None,
         };
         tracing::info!(connection = %self.connection.name, generation = record.generation, "adopted stored tokens");
-        let needs_refresh = bearer.is_none() && dead.is_none();
+        let needs_refresh = bearer.is_none() && dead.is_none() && key.is_none();
+        if record.credential == Credential::ApiKey && key.is_none() {
+            tracing::error!(connection = %self.connection.name, "the stored record holds an API key, but this connection has no header for one (api_key_header)");
+        }
         self.publish_with(|s| {
             s.generation = record.generation;
             // An expired access token's expiry is kept (it is not used): while the refresh
@@ -80,7 +100,7 @@ impl Refresher {
             let token = record.access_token.as_ref().filter(|_| dead.is_none());
             s.expires_at = token.and(remaining).map(|left| now + left);
             s.expires_at_wall = token.and(record.expires_at);
-            s.bearer = bearer;
+            s.set_credential(bearer, key.clone());
             s.retry_at = None;
             s.last_error = None;
             // A record with tokens was written by the refresh that got them (here, by another
@@ -94,6 +114,13 @@ impl Refresher {
                     dead
                 }
                 None if needs_refresh => ConnState::Refreshing,
+                None if record.credential == Credential::ApiKey && s.bearer.is_none() => {
+                    s.last_error = Some(
+                        "the stored API key cannot be sent: this connection has no api_key_header"
+                            .into(),
+                    );
+                    ConnState::Misconfigured
+                }
                 None => ConnState::Connected,
             };
         });

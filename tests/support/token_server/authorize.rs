@@ -265,7 +265,9 @@ pub(super) async fn post_consent(
 }
 
 /// `grant_type=authorization_code` at `POST /token` (client already authenticated).
-pub(super) fn exchange(inner: &Inner, form: &[(String, String)]) -> Resp {
+/// The code exchange; with `key`, automatic delivery: the grant gets an API key instead of
+/// tokens.
+pub(super) fn exchange(inner: &Inner, form: &[(String, String)], key: bool) -> Resp {
     let bad = |desc: &str| {
         if inner.cfg.cloudbeds {
             let desc = "The authorization code is invalid or has expired.";
@@ -309,6 +311,9 @@ pub(super) fn exchange(inner: &Inner, form: &[(String, String)]) -> Resp {
     st.grant_users.insert(grant, user);
     if let Some(code) = st.codes.get_mut(presented) {
         code.grant = Some(grant);
+    }
+    if key {
+        return super::keys::deliver(inner, &mut st, grant);
     }
     let access = st.issue_access(Some(grant));
     super::endpoint::success(inner, &st, &access, Some(&refresh))

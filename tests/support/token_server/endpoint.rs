@@ -83,6 +83,8 @@ async fn handle_token(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp,
             Some("client_credentials") => st.cc_requests += 1,
             Some("refresh_token") => st.refresh_requests += 1,
             Some("authorization_code") => st.code_exchanges += 1,
+            Some(keys::API_KEY_GRANT) => st.key_deliveries += 1,
+            Some(keys::REFRESH_TOKEN_EXCHANGE) => st.key_exchanges += 1,
             _ => {}
         }
         st.log.push(TokenRequestLog {
@@ -150,7 +152,11 @@ fn process_token(inner: &Inner, p: Parsed) -> Resp {
                 "missing refresh_token",
             ),
         },
-        Some("authorization_code") => authorize::exchange(inner, &form),
+        Some("authorization_code") => authorize::exchange(inner, &form, false),
+        Some(keys::API_KEY_GRANT) => authorize::exchange(inner, &form, true),
+        Some(keys::REFRESH_TOKEN_EXCHANGE) => {
+            keys::exchange_refresh(inner, param(&form, "refresh_token"))
+        }
         Some(_) => oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -228,10 +234,12 @@ fn refresh(inner: &Inner, presented: &str) -> Resp {
             bad_refresh()
         }
         RtState::Grace { refresh, access } => {
+            st.invalidate_keys_of(grant);
             st.successful_refreshes += 1;
             success(inner, &st, &access, Some(&refresh))
         }
         RtState::Active => {
+            st.invalidate_keys_of(grant);
             let access = st.issue_access(Some(grant));
             if cfg.kill_previous_access_on_refresh {
                 for (tok, at) in st.access.iter_mut() {

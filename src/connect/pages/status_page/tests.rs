@@ -21,6 +21,7 @@ fn row(name: &'static str, state: ConnState) -> Row<'static> {
         last_error: None,
         connectable: true,
         tenants: None,
+        api_key: None,
     }
 }
 
