@@ -179,24 +179,10 @@ impl Admin {
                     action @ ("refresh" | "disconnect"),
                 ],
             ) => {
-                if !self.guard.authorized(&parts.headers) {
-                    return self.guard.challenge();
-                }
-                let Some(bytes) = read_body(body).await else {
-                    return problem(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+                let from_page = match self.checked_post(&parts.headers, body).await {
+                    Ok(from_page) => from_page,
+                    Err(refused) => return refused,
                 };
-                let from_page = auth::is_form(&parts.headers);
-                let form: Vec<(String, String)> = if from_page {
-                    form_urlencoded::parse(&bytes).into_owned().collect()
-                } else {
-                    Vec::new()
-                };
-                if !self.guard.same_origin(&parts.headers, &form) {
-                    return problem(
-                        StatusCode::FORBIDDEN,
-                        "cross-site request or missing CSRF token; use the status page at admin.public_url",
-                    );
-                }
                 let Some(c) = self.find(name) else {
                     return not_found();
                 };
@@ -223,24 +209,10 @@ impl Admin {
                     action @ ("refresh" | "disconnect" | "connect" | "migrate"),
                 ],
             ) => {
-                if !self.guard.authorized(&parts.headers) {
-                    return self.guard.challenge();
-                }
-                let Some(bytes) = read_body(body).await else {
-                    return problem(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+                let from_page = match self.checked_post(&parts.headers, body).await {
+                    Ok(from_page) => from_page,
+                    Err(refused) => return refused,
                 };
-                let from_page = auth::is_form(&parts.headers);
-                let form: Vec<(String, String)> = if from_page {
-                    form_urlencoded::parse(&bytes).into_owned().collect()
-                } else {
-                    Vec::new()
-                };
-                if !self.guard.same_origin(&parts.headers, &form) {
-                    return problem(
-                        StatusCode::FORBIDDEN,
-                        "cross-site request or missing CSRF token; use the status page at admin.public_url",
-                    );
-                }
                 let Some(c) = self.find(name) else {
                     return not_found();
                 };
@@ -284,6 +256,35 @@ impl Admin {
             | (_, ["webhooks", _]) => problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => not_found(),
         }
+    }
+
+    /// The checks of every state-changing POST: the admin token, a small body, and (from a
+    /// browser) the same origin with the page's CSRF token. `Ok(true)`: it came from the
+    /// status page's form (answer with a redirect back).
+    async fn checked_post(
+        &self,
+        headers: &http::HeaderMap,
+        body: ClientBody,
+    ) -> Result<bool, AdminResponse> {
+        if !self.guard.authorized(headers) {
+            return Err(self.guard.challenge());
+        }
+        let Some(bytes) = read_body(body).await else {
+            return Err(problem(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
+        };
+        let from_page = auth::is_form(headers);
+        let form: Vec<(String, String)> = if from_page {
+            form_urlencoded::parse(&bytes).into_owned().collect()
+        } else {
+            Vec::new()
+        };
+        if !self.guard.same_origin(headers, &form) {
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                "cross-site request or missing CSRF token; use the status page at admin.public_url",
+            ));
+        }
+        Ok(from_page)
     }
 
     fn find(&self, name: &str) -> Option<&AdminConnection> {

@@ -25,6 +25,14 @@ pub fn admin_path(name: &str) -> Result<String, String> {
     }
 }
 
+/// [`admin_path`], or exit code 2 after saying why not.
+fn checked_path(name: &str) -> Result<String, ExitCode> {
+    admin_path(name).map_err(|error| {
+        eprintln!("bearerd: {error}");
+        ExitCode::from(2)
+    })
+}
+
 /// `bearerd status NAME [--state S]`: an app's tenants, every page of them.
 pub fn tenants(admin: &str, name: &str, state: Option<&str>) -> ExitCode {
     let Some(runtime) = runtime() else {
@@ -103,12 +111,9 @@ pub fn disconnect(admin: &str, name: &str) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::from(1);
     };
-    let path = match admin_path(name) {
+    let path = match checked_path(name) {
         Ok(path) => path,
-        Err(error) => {
-            eprintln!("bearerd: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let url = format!("{}{path}/disconnect", admin.trim_end_matches('/'));
     match runtime.block_on(call(Method::POST, &url)) {
@@ -137,12 +142,9 @@ pub fn refresh(admin: &str, name: &str) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::from(1);
     };
-    let path = match admin_path(name) {
+    let path = match checked_path(name) {
         Ok(path) => path,
-        Err(error) => {
-            eprintln!("bearerd: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let url = format!("{}{path}/refresh", admin.trim_end_matches('/'));
     match runtime.block_on(call_any(Method::POST, &url)) {
@@ -176,12 +178,9 @@ pub fn connect(admin: &str, name: &str) -> ExitCode {
         return ExitCode::from(1);
     };
     let base = admin.trim_end_matches('/');
-    let path = match admin_path(name) {
+    let path = match checked_path(name) {
         Ok(path) => path,
-        Err(error) => {
-            eprintln!("bearerd: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let url = format!("{base}{path}");
     match runtime.block_on(call_any(Method::GET, &url)) {
