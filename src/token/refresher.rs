@@ -196,15 +196,22 @@ impl Refresher {
     }
 
     /// Runs until shutdown.
-    pub async fn run(self) {
+    ///
+    /// The refresher lives on the heap and the task's future holds a pointer to it: a
+    /// future that held it by value would carry it several times over (once per state that
+    /// may own it), and an app has one such task per tenant.
+    pub fn run(self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let connection = Arc::clone(&self.connection);
-        tokio::select! {
-            () = self.run_loop() => {}
-            () = report_expiry(connection) => {}
+        let this = Box::new(self);
+        async move {
+            tokio::select! {
+                () = this.run_loop() => {}
+                () = report_expiry(connection) => {}
+            }
         }
     }
 
-    async fn run_loop(mut self) {
+    async fn run_loop(mut self: Box<Self>) {
         // The work of each branch is boxed: it is allocated only while it runs, so an
         // idle refresher (one per tenant, thousands of them) stays small.
         Box::pin(self.startup()).await;
@@ -240,7 +247,7 @@ impl Refresher {
                         continue;
                     }
                     if self.holds_key() {
-                        self.on_key_timer().await;
+                        Box::pin(self.on_key_timer()).await;
                         continue;
                     }
                     let trigger = self.retry_trigger.take().unwrap_or(Trigger::Scheduled);
