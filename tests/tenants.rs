@@ -76,6 +76,23 @@ async fn proxied_chunked(rig: &Rig, path: &str, property: &str) -> TestResponse 
     }
 }
 
+/// The first 200 that `bearerd` answers for `property` (waiting up to 10 s for it to route).
+async fn routed_by(bearerd: &Bearerd, property: &str) -> TestResponse {
+    let what = format!("{} routes {property}", bearerd.admin);
+    support::eventually(Duration::from_secs(10), &what, || {
+        let url = format!("{}/x", bearerd.proxy("hotel"));
+        async move {
+            let request = Request::get(url)
+                .header("x-property-id", property)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let answer = send(request).await.ok()?;
+            (answer.status == StatusCode::OK).then_some(answer)
+        }
+    })
+    .await
+}
+
 fn user_of(answer: &TestResponse) -> String {
     answer.json()["user"].as_str().unwrap_or("").to_owned()
 }
@@ -392,22 +409,7 @@ async fn another_process_routes_a_new_tenant_and_a_restart_keeps_them() {
         StatusCode::SEE_OTHER
     );
     let exchanges = rig.tokens.code_exchanges();
-    let routed = support::eventually(
-        Duration::from_secs(10),
-        "the other process routes 1001",
-        || {
-            let url = format!("{}/x", other.proxy("hotel"));
-            async move {
-                let request = Request::get(url)
-                    .header("x-property-id", "1001")
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-                let answer = send(request).await.ok()?;
-                (answer.status == StatusCode::OK).then_some(answer)
-            }
-        },
-    )
-    .await;
+    let routed = routed_by(&other, "1001").await;
     assert_eq!(user_of(&routed), "alice");
     assert_eq!(rig.tokens.code_exchanges(), exchanges);
     // The other process adopted the stored tokens: no refresh of its own.
@@ -416,18 +418,7 @@ async fn another_process_routes_a_new_tenant_and_a_restart_keeps_them() {
 
     // A restart loads every tenant from the store.
     let restarted = Bearerd::start(&other_config).await;
-    let answer = support::eventually(Duration::from_secs(10), "restart routes 1001", || {
-        let url = format!("{}/x", restarted.proxy("hotel"));
-        async move {
-            let request = Request::get(url)
-                .header("x-property-id", "1001")
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            let answer = send(request).await.ok()?;
-            (answer.status == StatusCode::OK).then_some(answer)
-        }
-    })
-    .await;
+    let answer = routed_by(&restarted, "1001").await;
     assert_eq!(user_of(&answer), "alice");
     assert_eq!(rig.tokens.refresh_requests(), 0);
 }
