@@ -11,25 +11,27 @@ use std::time::Duration;
 
 use http::StatusCode;
 use support::{
-    Daemon, Rotation, TokenServer, TokenServerConfig, Upstream, eventually, free_port, seed_store,
+    Daemon, Rotation, TempDir, TokenServer, TokenServerConfig, Upstream, seed_store, start_daemon,
     temp_store_dir,
 };
 
-/// Writes a config for one process and returns (config path, proxy URL, admin URL).
-fn process_config(
+/// Starts one bearerd process on the file store at `store` (config files in `dir`) and waits
+/// until it is ready; returns it with its proxy and admin URLs. `start_daemon` picks the ports
+/// and starts again on new ones if a port was taken between choosing and binding.
+async fn start(
     tokens: &TokenServer,
     upstream: &Upstream,
-    dir: &Path,
-    tag: &str,
-) -> (String, String, String) {
-    let (admin, proxy) = (free_port(), free_port());
-    let text = format!(
-        r#"
+    dir: &TempDir,
+    store: &Path,
+) -> (Daemon, String, String) {
+    let (daemon, ports) = start_daemon(dir, &[], &[("BEARERD_LOG", "warn")], 2, |ports| {
+        format!(
+            r#"
 shutdown_grace = "1s"
 [admin]
 listen = "127.0.0.1:{admin}"
 [store]
-dir = "{dir}"
+dir = "{store}"
 [[connection]]
 name = "hotel"
 provider = "oauth2"
@@ -40,32 +42,22 @@ authorize_url = "{base}/authorize"
 client_id = "{id}"
 client_secret = "{secret}"
 "#,
-        dir = dir.display(),
-        upstream = upstream.url(),
-        token_url = tokens.token_url(),
-        base = tokens.base_url(),
-        id = tokens.client_id(),
-        secret = tokens.client_secret(),
-    );
-    let path = dir.with_extension(format!("{tag}.toml"));
-    std::fs::write(&path, text).unwrap();
-    (
-        path.display().to_string(),
-        format!("http://127.0.0.1:{proxy}"),
-        format!("http://127.0.0.1:{admin}"),
-    )
-}
-
-async fn ready(admin: &str) {
-    eventually(Duration::from_secs(15), "bearerd ready", || async {
-        let r = support::get(&format!("{admin}/readyz"), None).await.ok()?;
-        (r.status == StatusCode::OK).then_some(())
+            admin = ports[0],
+            proxy = ports[1],
+            store = store.display(),
+            upstream = upstream.url(),
+            token_url = tokens.token_url(),
+            base = tokens.base_url(),
+            id = tokens.client_id(),
+            secret = tokens.client_secret(),
+        )
     })
     .await;
-}
-
-fn start(config: &str) -> Daemon {
-    Daemon::spawn(&["run", "--config", config], &[("BEARERD_LOG", "warn")])
+    (
+        daemon,
+        format!("http://127.0.0.1:{}", ports[1]),
+        format!("http://127.0.0.1:{}", ports[0]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,12 +72,9 @@ async fn two_processes_on_one_store_never_reuse_a_refresh_token() {
     let upstream = Upstream::start(tokens.clone()).await;
     let dir = temp_store_dir("two-procs");
     seed_store(&dir, "hotel", &tokens.seed_grant()).await;
-    let (config_a, proxy_a, admin_a) = process_config(&tokens, &upstream, &dir, "a");
-    let (config_b, proxy_b, admin_b) = process_config(&tokens, &upstream, &dir, "b");
-    let a = start(&config_a);
-    let b = start(&config_b);
-    ready(&admin_a).await;
-    ready(&admin_b).await;
+    let (dir_a, dir_b) = (TempDir::new("two-procs-a"), TempDir::new("two-procs-b"));
+    let (a, proxy_a, _) = start(&tokens, &upstream, &dir_a, &dir).await;
+    let (b, proxy_b, _) = start(&tokens, &upstream, &dir_b, &dir).await;
 
     let (ok, failed) = support::load(&[proxy_a, proxy_b], 16, Duration::from_secs(8)).await;
     a.terminate(Duration::from_secs(5)).await;
@@ -117,10 +106,9 @@ async fn kill_9_during_refreshes_loses_no_refresh_token() {
     let upstream = Upstream::start(tokens.clone()).await;
     let dir = temp_store_dir("kill9");
     seed_store(&dir, "hotel", &tokens.seed_grant()).await;
+    let configs = TempDir::new("kill9");
     for cycle in 0..20 {
-        let (config, proxy, admin) = process_config(&tokens, &upstream, &dir, "k");
-        let daemon = start(&config);
-        ready(&admin).await;
+        let (daemon, proxy, _) = start(&tokens, &upstream, &configs, &dir).await;
         let response = support::get(&format!("{proxy}/cycle/{cycle}"), None)
             .await
             .unwrap();
@@ -139,9 +127,7 @@ async fn kill_9_during_refreshes_loses_no_refresh_token() {
         assert!(killed.success());
         daemon.wait(Duration::from_secs(5)).await;
     }
-    let (config, proxy, admin) = process_config(&tokens, &upstream, &dir, "final");
-    let daemon = start(&config);
-    ready(&admin).await;
+    let (daemon, proxy, _) = start(&tokens, &upstream, &configs, &dir).await;
     assert_eq!(
         support::get(&format!("{proxy}/final"), None)
             .await

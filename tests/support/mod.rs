@@ -407,18 +407,26 @@ pub async fn start_daemon(
         args.extend(["run", "--config", path.to_str().expect("utf-8 temp path")]);
         let mut daemon = Daemon::spawn(&args, envs);
         let ready_url = format!("http://127.0.0.1:{}/readyz", chosen[0]);
-        let exited = eventually(Duration::from_secs(20), "bearerd to be ready", || {
-            let status = daemon.try_status();
-            let url = ready_url.clone();
-            async move {
-                if status.is_some() {
-                    return Some(true);
-                }
-                let ready = get(&url, None).await.ok()?;
-                (ready.status == StatusCode::OK).then_some(false)
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let exited = loop {
+            if daemon.try_status().is_some() {
+                break true;
             }
-        })
-        .await;
+            let last = match get(&ready_url, None).await {
+                Ok(r) if r.status == StatusCode::OK => break false,
+                Ok(r) => format!("{} {}", r.status, r.text()),
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                // Say why: what /readyz last said and what bearerd printed.
+                let out = daemon.terminate(Duration::from_secs(5)).await;
+                panic!(
+                    "bearerd not ready after 20 s; last /readyz: {last}\nstderr:\n{}",
+                    out.stderr
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         if !exited {
             return (daemon, chosen);
         }
