@@ -1,6 +1,6 @@
 //! `bearerd demo` as a user runs it: the binary started as a process with no config, its
 //! printed URLs followed. Connect through the demo provider (headless, then in a real
-//! browser: Connect → Approve), call the API through the proxy, see a refresh after one token
+//! browser: Connect → Approve, and install one hotel of the app), call the API through the proxy, see a refresh after one token
 //! lifetime, revoke at the provider and get 503 with the connect URL. Then the app: install
 //! two hotels (install URL → Approve with a hotel chosen → callback), each answers its own
 //! data through one base URL, both refresh, and revoking one leaves the other answering.
@@ -375,6 +375,15 @@ async fn connect_and_approve_in_a_real_browser() {
         if !probe.contains("Hotel Demo") {
             return Err(format!("success page probe: {probe}").into());
         }
+        // The app: the printed install URL, Porto chosen on the approval page.
+        browser.goto(&demo.install).await?;
+        browser.click("#hotel-1002").await?;
+        browser.click("#approve").await?;
+        browser.wait_text("h1", "Installed").await?;
+        let installed = browser.url().await;
+        if !installed.ends_with("/connections/demo-app/installed?tenant=1002") {
+            return Err(format!("install ended at {installed}").into());
+        }
         Ok::<_, support::BoxError>(())
     })
     .await;
@@ -391,4 +400,10 @@ async fn connect_and_approve_in_a_real_browser() {
     assert!(failure.is_none(), "{}", failure.unwrap_or_default());
     let hotel = get(&format!("{}/hotel", demo.proxy), None).await.unwrap();
     assert_eq!(hotel.status, StatusCode::OK, "{}", hotel.text());
+    let porto = demo.app_get("1002", "/hotel").await;
+    assert_eq!(porto.status, StatusCode::OK, "{}", porto.text());
+    assert_eq!(porto.json()["name"], "Hotel Demo Porto");
+    // Only the chosen hotel was installed.
+    let lisbon = demo.app_get("1001", "/hotel").await;
+    assert_eq!(lisbon.status, StatusCode::NOT_FOUND, "{}", lisbon.text());
 }
