@@ -10,6 +10,7 @@
 //! Only the provider is simulated, and only this command starts it: `bearerd run` never
 //! reaches this module.
 
+pub mod clients;
 pub mod hotels;
 pub mod pages;
 pub mod provider;
@@ -26,7 +27,8 @@ use tokio::sync::watch;
 use crate::app::{App, AppError};
 use crate::config::{Config, ConfigError, Limits};
 use crate::connect::random_token;
-use provider::{APP_CLIENT_ID, CLIENT_ID, Provider};
+use clients::{APP_CLIENT_ID, CLIENT_ID};
+use provider::Provider;
 
 /// The demo's single-hotel connection.
 pub const CONNECTION: &str = "demo-hotel";

@@ -8,8 +8,9 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
 
+use super::clients;
 use super::hotels::{HOTELS, Hotel};
-use super::provider::{APP_CLIENT_ID, DemoResponse};
+use super::provider::DemoResponse;
 use super::stats::Stats;
 use crate::connect::pages::escape;
 
@@ -79,7 +80,7 @@ pub fn approve(request: &Approval) -> DemoResponse {
         hidden("redirect_uri", request.redirect_uri),
         hidden("state", request.state),
         hidden("code_challenge", request.challenge),
-        who = client_title(request.client_id),
+        who = clients::title(request.client_id),
         scope_text = if request.scope.is_empty() {
             String::new()
         } else {
@@ -156,18 +157,9 @@ fn grant_row(grant: &GrantView) -> String {
         client = escape(grant.client),
         hotel = escape(grant.hotel.id),
         name = escape(grant.hotel.name),
-        who = client_title(grant.client),
+        who = clients::title(grant.client),
         generation = grant.generation,
     )
-}
-
-/// How the pages name a client.
-fn client_title(client_id: &str) -> &'static str {
-    if client_id == APP_CLIENT_ID {
-        "bearerd demo app"
-    } else {
-        "bearerd demo"
-    }
 }
 
 pub fn error(status: StatusCode, message: &str) -> DemoResponse {

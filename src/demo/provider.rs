@@ -2,8 +2,8 @@
 //! real hotel provider, on 127.0.0.1 only, for `bearerd demo`.
 //!
 //! - It hosts two hotels ([`hotels`]) and knows two clients: bearerd's single-hotel
-//!   connection ([`CLIENT_ID`]) and bearerd's app ([`APP_CLIENT_ID`]). A grant is one
-//!   client's access to one hotel; approving again replaces that grant's tokens.
+//!   connection and bearerd's app ([`super::clients`]). A grant is one client's access to
+//!   one hotel; approving again replaces that grant's tokens.
 //! - `GET /authorize` shows an approval page where the person chooses the hotel;
 //!   `POST /authorize` redirects back with a code bound to the client, the hotel, the PKCE
 //!   challenge and the redirect URI.
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -31,17 +31,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::hotels::{self, HOTELS, Hotel};
+use super::clients::{CLIENT_ID, Clients};
+use super::hotels::{self, HOTELS};
 use super::pages;
 use super::stats::{Event, Stats};
 use crate::connect::random_token;
 use crate::serve::ClientBody;
 
-/// The client bearerd's single-hotel connection is registered as.
-pub const CLIENT_ID: &str = "bearerd-demo";
-/// The client bearerd's app (one client, many hotels) is registered as.
-pub const APP_CLIENT_ID: &str = "bearerd-demo-app";
-const CLIENTS: [&str; 2] = [CLIENT_ID, APP_CLIENT_ID];
 /// A code is redeemable this long, once.
 const CODE_LIFETIME: Duration = Duration::from_secs(600);
 /// Request bodies the provider reads at most.
@@ -51,8 +47,7 @@ const MAX_BODY: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct Provider {
     inner: Arc<Mutex<State>>,
-    /// Each client's secret, in [`CLIENTS`] order.
-    secrets: Arc<[String; 2]>,
+    clients: Arc<Clients>,
     token_ttl: Duration,
 }
 
@@ -83,7 +78,7 @@ struct Grant {
 pub type DemoResponse = Response<Full<Bytes>>;
 
 impl Provider {
-    /// A provider whose clients [`CLIENT_ID`] and [`APP_CLIENT_ID`] have these secrets.
+    /// A provider whose two clients ([`super::clients`]) have these secrets.
     pub fn new(client_secret: &str, app_client_secret: &str, token_ttl: Duration) -> Self {
         Self {
             inner: Arc::new(Mutex::new(State {
@@ -91,7 +86,7 @@ impl Provider {
                 grants: BTreeMap::new(),
                 stats: Stats::default(),
             })),
-            secrets: Arc::new([client_secret.to_owned(), app_client_secret.to_owned()]),
+            clients: Arc::new(Clients::new(client_secret, app_client_secret)),
             token_ttl,
         }
     }
@@ -150,7 +145,7 @@ impl Provider {
 
     fn authorize_page(&self, query: &HashMap<String, String>) -> DemoResponse {
         let field = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
-        if !CLIENTS.contains(&field("client_id"))
+        if Clients::find(field("client_id")).is_none()
             || field("response_type") != "code"
             || field("code_challenge_method") != "S256"
             || field("code_challenge").is_empty()
@@ -180,7 +175,9 @@ impl Provider {
         let Ok(mut target) = url::Url::parse(&redirect_uri) else {
             return pages::error(StatusCode::BAD_REQUEST, "The redirect URI is not a URL.");
         };
-        let client = form.get("client_id").map_or(Some(CLIENT_ID), |c| client(c));
+        let client = form
+            .get("client_id")
+            .map_or(Some(CLIENT_ID), |c| Clients::find(c));
         let hotel = form
             .get("hotel")
             .map_or(Some(&HOTELS[0]), |h| hotels::find(h));
@@ -223,7 +220,7 @@ impl Provider {
     }
 
     fn token(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> DemoResponse {
-        let Some(client) = self.authenticated_client(headers, form) else {
+        let Some(client) = self.clients.authenticated(headers, form) else {
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
         };
         let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
@@ -284,27 +281,6 @@ impl Provider {
         });
         state.grants.insert(key, grant);
         json_answer(StatusCode::OK, &body)
-    }
-
-    /// The client that authenticated with its secret (in the body or as HTTP Basic).
-    fn authenticated_client(
-        &self,
-        headers: &http::HeaderMap,
-        form: &HashMap<String, String>,
-    ) -> Option<&'static str> {
-        CLIENTS
-            .into_iter()
-            .zip(self.secrets.iter())
-            .find(|(id, secret)| {
-                let in_body = form.get("client_id").map(String::as_str) == Some(*id)
-                    && form.get("client_secret") == Some(*secret);
-                let basic = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
-                let in_header = headers
-                    .get(header::AUTHORIZATION)
-                    .is_some_and(|v| v.as_bytes() == basic.as_bytes());
-                in_body || in_header
-            })
-            .map(|(id, _)| id)
     }
 
     fn revoke(&self, form: &HashMap<String, String>) -> DemoResponse {
@@ -368,7 +344,7 @@ impl Provider {
             return answer;
         };
         state.stats.count(Event::ApiCall, hotel.id);
-        let mut answer = json_answer(StatusCode::OK, &Hotel::answer(hotel, path));
+        let mut answer = json_answer(StatusCode::OK, &hotel.answer(path));
         if let Ok(value) = http::HeaderValue::from_str(&generation.to_string()) {
             answer
                 .headers_mut()
@@ -376,11 +352,6 @@ impl Provider {
         }
         answer
     }
-}
-
-/// The known client with this id.
-fn client(id: &str) -> Option<&'static str> {
-    CLIENTS.into_iter().find(|c| *c == id)
 }
 
 fn pairs(text: &str) -> HashMap<String, String> {

@@ -85,7 +85,7 @@ mod tests {
         assert_eq!(stats.hotels["1002"].refreshes, 2);
         assert_eq!(stats.hotels["1001"].refreshes, 0);
         assert_eq!(stats.hotels["1001"].api_calls, 1);
-        let json = serde_json::to_value(&stats).unwrap_or_default();
+        let json = serde_json::to_value(&stats).unwrap();
         assert_eq!(json["hotels"]["1002"]["refreshes"], 2);
         assert_eq!(json["rejected_api_calls"], 0);
     }
