@@ -266,6 +266,9 @@ async fn two_hotels_install_behind_one_app_and_are_revoked_one_at_a_time() {
     let before = demo.app_get("1001", "/hotel").await;
     assert_eq!(before.status, StatusCode::NOT_FOUND, "{}", before.text());
     assert!(before.text().contains(&demo.install), "{}", before.text());
+    // The single-hotel connection holds its own grant for Lisbon: the app's grants for the
+    // same hotel neither replace it nor are replaced by it.
+    demo.connect_headless().await;
 
     // Each install names its hotel in the token response; bearerd makes it that tenant.
     for hotel in ["1001", "1002"] {
@@ -286,7 +289,7 @@ async fn two_hotels_install_behind_one_app_and_are_revoked_one_at_a_time() {
     assert_eq!(porto.json()["hotel_id"], "1002");
     assert_eq!(porto.json()["reservations"][0]["guest"], "Grace Hopper");
     let stats = demo.stats().await;
-    assert_eq!(stats["hotels"]["1001"]["authorizations"], 1, "{stats}");
+    assert_eq!(stats["hotels"]["1001"]["authorizations"], 2, "{stats}");
     assert_eq!(stats["hotels"]["1002"]["authorizations"], 1, "{stats}");
 
     // After one token lifetime the provider has refreshed each hotel's grant and both answer.
@@ -309,7 +312,7 @@ async fn two_hotels_install_behind_one_app_and_are_revoked_one_at_a_time() {
     assert_eq!(demo.stats().await["rejected_api_calls"], 0);
 
     // Lisbon withdraws the app at the provider: its requests get 503 with its reconnect URL;
-    // Porto keeps answering.
+    // Porto keeps answering, and so does the single-hotel connection's own Lisbon grant.
     demo.revoke_at_provider(&[("client", "bearerd-demo-app"), ("hotel", "1001")])
         .await;
     let revoked = demo.app_get("1001", "/hotel").await;
@@ -332,6 +335,9 @@ async fn two_hotels_install_behind_one_app_and_are_revoked_one_at_a_time() {
     .unwrap()
     .json();
     assert_eq!(tenant["state"], "needs_authorization", "{tenant}");
+    let single = get(&format!("{}/hotel", demo.proxy), None).await.unwrap();
+    assert_eq!(single.status, StatusCode::OK, "{}", single.text());
+    assert_eq!(single.json()["name"], "Hotel Demo Lisbon");
     let stats = demo.stats().await;
     assert_eq!(stats["hotels"]["1001"]["revocations"], 1, "{stats}");
     assert_eq!(stats["hotels"]["1002"]["revocations"], 0, "{stats}");
