@@ -4,8 +4,9 @@
 //! by automatic delivery (ids from `resources[]`, or `getHotels` asked with the new key) and
 //! routes each hotel with its own key on both request paths; a revoked key stops only its
 //! tenant; an OAuth app's tenant migrated to a key (admin route and `bearerd migrate
-//! NAME/TENANT`) is never sent a refresh grant again, also after a restart; what cannot
-//! migrate gets a clear error and nothing changes.
+//! NAME/TENANT`) is never sent a refresh grant again, also after a restart, and its key is
+//! not used before it is saved; what cannot migrate gets a clear error and nothing changes;
+//! each idle tenant key is kept alive.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -88,6 +89,14 @@ async fn each_hotel_installs_a_key_of_its_own_and_is_routed_with_it() {
     }
     routed_with_key(&rig, "1001", "alice", &keys[0]).await;
     routed_with_key(&rig, "1002", "bob", &keys[1]).await;
+    // (The upstream refuses a key sent for another hotel, so a mixed-up key fails above.)
+    let wrong = http::Request::get(format!("{}/x", rig.upstream.url()))
+        .header("x-api-key", &keys[0])
+        .header("x-property-id", "1002")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let wrong = support::send(wrong).await.unwrap();
+    assert_eq!(wrong.json()["success"], false, "{}", wrong.text());
     // The app's own x-api-key never reaches the upstream: the tenant's key replaces it.
     let own = proxied(
         &rig,
@@ -266,6 +275,55 @@ async fn a_migrated_tenant_is_never_sent_a_refresh_grant_even_after_a_restart() 
     );
     assert_eq!(rig.tokens.refresh_requests(), 1);
     assert_eq!(rig.tokens.keys_invalidated_by_refresh(), 0);
+    rig.bearerd.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_key_that_cannot_be_saved_stays_pending_and_unused_until_it_is() {
+    let rig = cloudbeds_app("", "").await;
+    installed(&rig, "alice", "1001").await;
+    installed(&rig, "bob", "1002").await;
+    // A directory where the temp file must go makes every save of hotel/1001 fail.
+    let blocker = rig.dir.join("hotel").join(".1001.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let admin = rig.bearerd.admin.clone();
+    let migrate = tokio::spawn(async move {
+        let request =
+            http::Request::post(format!("{admin}/connections/hotel/tenants/1001/migrate"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+        support::send(request).await.unwrap()
+    });
+    eventually(Duration::from_secs(10), "the pending save shows", || {
+        let shown = tenant(&rig, "1001");
+        async move {
+            let shown = shown.await;
+            let error = shown["last_error"].as_str().unwrap_or("").to_owned();
+            (shown["state"] == "degraded" && error.contains("not saved")).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(rig.tokens.key_exchanges(), 1, "the provider issued the key");
+    let key = rig.tokens.keys_issued().pop().unwrap();
+    // Meanwhile the hotel is served with its access token; the key is not used.
+    let answer = proxied(&rig, "/x", &[("x-property-id", "1001")]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert!(echoed(&answer, "x-api-key").is_empty());
+    assert_eq!(
+        rig.tokens.key_uses(&key),
+        0,
+        "not used before it is durable"
+    );
+    let record = stored(&rig.dir, "hotel/1001").await.unwrap();
+    assert_eq!(record.credential, Credential::Token);
+
+    std::fs::remove_dir(&blocker).unwrap();
+    let answer = migrate.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let record = stored(&rig.dir, "hotel/1001").await.unwrap();
+    assert_eq!(record.credential, Credential::ApiKey);
+    routed_with_key(&rig, "1001", "alice", &key).await;
+    assert_eq!(rig.tokens.refresh_requests(), 0);
     rig.bearerd.app.shutdown().await;
 }
 
