@@ -39,6 +39,8 @@ pub enum MigrateError {
 /// Key settings and the keep-alive's bookkeeping.
 #[derive(Default)]
 pub(super) struct KeyRuntime {
+    /// Shared: an app's tenants hold one `Arc` of the app's settings, and this struct is in
+    /// each of them.
     settings: Option<Arc<KeySettings>>,
     /// The last use written to the store.
     persisted: Option<SystemTime>,
