@@ -486,6 +486,7 @@ fn build_connection(
             token_wait: c.token_wait,
             metrics: app_metrics,
             shutdown,
+            keys: Arc::new(keys),
         };
         let tenants = Tenants::new(
             c,

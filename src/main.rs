@@ -83,10 +83,10 @@ enum Command {
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
-    /// Exchange NAME's refresh token for an API key on a running daemon (Cloudbeds
-    /// migration); from then on the key is used and never refreshed.
+    /// Exchange NAME's (or NAME/TENANT's) refresh token for an API key on a running daemon
+    /// (Cloudbeds migration); from then on the key is used and never refreshed.
     Migrate {
-        /// The connection's name, as in the config.
+        /// The connection's name, as in the config, or NAME/TENANT.
         name: String,
         /// The running daemon's admin listener.
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]

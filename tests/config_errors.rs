@@ -846,10 +846,28 @@ fn an_unreadable_api_key_is_a_misconfigured_connection_not_a_config_error() {
 }
 
 #[test]
-fn tenants_with_api_keys_are_not_supported_yet() {
+fn a_cloudbeds_app_may_hold_keys_but_not_one_from_the_config() {
+    let app = "client_id = \"i\"\nclient_secret = \"s\"\ntenants = \"header:X-Property-ID\"";
+    // Each tenant's key comes from its install (automatic delivery).
+    let c = config(&key_connection(
+        "cloudbeds",
+        &format!("grant = \"api_key\"\n{app}"),
+    ));
+    assert_eq!(c.connections[0].grant, GrantKind::ApiKey);
+    assert!(c.connections[0].tenants.is_some());
+    // One property's key from the config cannot serve an app's hotels.
     let e = error(&key_connection(
         "cloudbeds",
-        "grant = \"api_key\"\nclient_id = \"i\"\nclient_secret = \"s\"\ntenants = \"header:X-Property-ID\"",
+        &format!("grant = \"api_key\"\napi_key = \"cbat_x\"\n{app}"),
+    ));
+    assert!(e.names("connection[0].api_key"), "{e}");
+    assert!(!e.to_string().contains("cbat_x"), "no secret in: {e}");
+    // Keys per tenant are the Cloudbeds install flow's.
+    let e = error(&key_connection(
+        "oauth2",
+        &format!(
+            "grant = \"api_key\"\napi_key_header = \"x-key\"\ntoken_url = \"https://idp.example.com/t\"\nauthorize_url = \"https://idp.example.com/a\"\n{app}"
+        ),
     ));
     assert!(e.names("connection[0].tenants"), "{e}");
 }

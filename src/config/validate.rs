@@ -527,6 +527,15 @@ fn connection(
              (one budget for the app, as Cloudbeds counts per client id)",
         );
     }
+    if tenants.is_some() && configured_key {
+        // One property's key cannot serve an app's many hotels: each tenant's key comes
+        // from its own install.
+        problems.add(
+            k("api_key"),
+            "not used by an app (`tenants`): each tenant's key comes from its install \
+             (automatic delivery); remove api_key, or remove tenants for one property",
+        );
+    }
     if problems.0.len() > before {
         return None;
     }
