@@ -49,10 +49,15 @@ pub fn replica_id() -> String {
 /// sent under their larger shares have left the provider's window.
 pub const JOIN_SETTLE: Duration =
     Duration::from_millis((HEARTBEAT.as_millis() + WINDOW.as_millis() + SETTLE.as_millis()) as u64);
-/// How long a larger share waits after the heartbeat that first showed it: the replica that
-/// left (its row gone, or not seen for [`crate::store::postgres::replicas::LIVE_WITHIN`])
-/// sent nothing since, and its last requests leave the window meanwhile.
-pub const GROW_SETTLE: Duration =
+/// How long a larger share waits after the heartbeat that first showed it. A replica that
+/// left sent nothing in the window before: one that stops holds its requests for
+/// [`LEAVE_SETTLE`] before it withdraws, and one that was killed drops out of the count only
+/// [`crate::store::postgres::replicas::LIVE_WITHIN`] after its last heartbeat. So only the
+/// heartbeats' own timing needs slack.
+pub const GROW_SETTLE: Duration = SETTLE;
+/// How long a stopping replica holds its requests before it withdraws: its last requests
+/// leave the provider's window before the others take its share.
+pub const LEAVE_SETTLE: Duration =
     Duration::from_millis((WINDOW.as_millis() + SETTLE.as_millis()) as u64);
 /// Slack for a heartbeat's round trip and the provider's clock.
 const SETTLE: Duration = Duration::from_millis(250);
@@ -186,10 +191,12 @@ pub async fn keep_shares(
         }
     }
     // Nothing more goes out from here (requests still waiting are refused with a short
-    // Retry-After) before the others learn that this replica left and take its share.
+    // Retry-After), and this replica's last requests leave the window before the others learn
+    // that it left and take its share.
     for budget in &budgets {
         budget.each(|l| l.hold(None));
     }
+    tokio::time::sleep(LEAVE_SETTLE).await;
     if let Err(error) = store.leave(&replica).await {
         tracing::warn!(%error, "could not withdraw this replica from the store");
     }
@@ -233,25 +240,29 @@ mod tests {
     }
 
     #[test]
-    fn a_smaller_share_applies_at_once_a_larger_one_after_the_window() {
+    fn a_smaller_share_applies_at_once_a_larger_one_a_little_later() {
         let mut pacing = Pacing::default();
         let t0 = Instant::now();
         pacing.on_view((0, 2), 10, t0);
         // A third replica joined: 5 -> 4, at once.
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(pacing.on_view((0, 3), 10, t1), Step::Apply((0, 3), None));
-        // It left: 4 -> 5 only after GROW_SETTLE from the first sight, not restarted by the
-        // next heartbeat showing the same.
+        // It left: 4 -> 5 only after GROW_SETTLE from the first sight, not restarted by a
+        // later heartbeat showing the same.
         let t2 = t1 + Duration::from_secs(5);
+        let soon = Duration::from_millis(100);
         assert_eq!(
             pacing.on_view((0, 2), 10, t2),
             Step::Later(t2 + GROW_SETTLE)
         );
         assert_eq!(
-            pacing.on_view((0, 2), 10, t2 + HEARTBEAT),
+            pacing.on_view((0, 2), 10, t2 + soon),
             Step::Later(t2 + GROW_SETTLE)
         );
-        assert_eq!(pacing.due(t2 + HEARTBEAT), None);
+        assert_eq!(
+            pacing.due(t2 + GROW_SETTLE - Duration::from_millis(1)),
+            None
+        );
         assert_eq!(pacing.next_due(), Some(t2 + GROW_SETTLE));
         assert_eq!(pacing.due(t2 + GROW_SETTLE), Some((0, 2)));
         assert_eq!(pacing.next_due(), None);
@@ -281,13 +292,17 @@ mod tests {
         let rps = 10;
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        // (id, starts, stops): ids order the replicas as the store does.
-        let replicas: [(u8, u64, u64); 4] = [
-            (1, 0, 60_000),
-            (3, 130, 30_000),
-            (2, 270, 60_000),
-            (0, 12_340, 60_000),
+        // (id, starts, stops, killed): ids order the replicas as the store does. A killed
+        // replica stays in the count for LIVE_WITHIN (3 s); one that stops holds, then
+        // withdraws after LEAVE_SETTLE.
+        let replicas: [(u8, u64, u64, bool); 5] = [
+            (1, 0, 60_000, false),
+            (3, 130, 30_000, true),
+            (2, 270, 60_000, false),
+            (0, 12_340, 60_000, false),
+            (4, 35_500, 47_730, false),
         ];
+        let leave = LEAVE_SETTLE.as_millis() as u64;
         struct Sim {
             pacing: Pacing,
             /// (rate, from, until) of the shares it used, and its hold.
@@ -307,8 +322,10 @@ mod tests {
         let live_at = |t: u64| -> Vec<u8> {
             let mut ids: Vec<u8> = replicas
                 .iter()
-                // Seen within LIVE_WITHIN (3 s) of a kill; a start shows at once.
-                .filter(|(_, start, stop)| *start <= t && t < stop + 3_000)
+                // A start shows at once.
+                .filter(|(_, start, stop, killed)| {
+                    *start <= t && t < stop + if *killed { 3_000 } else { leave }
+                })
                 .map(|(id, ..)| *id)
                 .collect();
             ids.sort_unstable();
@@ -317,7 +334,7 @@ mod tests {
         let end = 60_000;
         for step in (0..end).step_by(10) {
             let now = ms(step);
-            for (i, (id, start, stop)) in replicas.iter().enumerate() {
+            for (i, (id, start, stop, _)) in replicas.iter().enumerate() {
                 let sim = &mut sims[i];
                 if step < *start || step >= *stop {
                     if step == *stop

@@ -210,9 +210,26 @@ pub async fn refresh_post(
     .await
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (bound, read, released), for a child process
+/// A port on 127.0.0.1 that was free a moment ago (bound, then released), for a child process
 /// whose listen address must be written into its config before it starts.
+///
+/// Chosen at random below the kernel's ephemeral range: a port from `bind(":0")` comes from
+/// that range, where every outgoing connection of a busy test run takes its local port too,
+/// so one could take it between our release and the child's bind (a CI run saw a daemon
+/// that never became ready). Below the range, only another test's choice can collide.
 pub fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if low > 12_000 {
+        for _ in 0..50 {
+            let port = rand::random_range(10_000..low);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
 }
