@@ -474,7 +474,7 @@ fn build_connection(
             Connection::new(c.name.clone(), initial, c.token_wait, app_metrics.clone());
         let blueprint = Blueprint {
             endpoint,
-            revocation: c.revocation.clone(),
+            revocation: Arc::new(c.revocation.clone()),
             store,
             skew: c.refresh_skew,
             lock_wait: c.timeout,
@@ -502,7 +502,7 @@ fn build_connection(
     let refresher = Refresher::new(
         Arc::clone(&connection),
         commands,
-        c.revocation.clone(),
+        Arc::new(c.revocation.clone()),
         endpoint,
         grant,
         store,

@@ -191,13 +191,20 @@ impl Metrics {
 
     /// Resolves (and so exposes, at zero) every series of one connection.
     pub fn connection(&self, name: &str) -> ConnectionMetrics {
+        ConnectionMetrics {
+            handles: std::sync::Arc::new(self.handles(name)),
+            tenant: None,
+        }
+    }
+
+    fn handles(&self, name: &str) -> Handles {
         let codes = ["upstream", "bearerd"].map(|source| {
             ["2xx", "3xx", "4xx", "5xx"]
                 .map(|c| self.requests.with_label_values(&[name, c, source]))
         });
         let states =
             ConnState::ALL.map(|s| self.connection_state.with_label_values(&[name, s.as_str()]));
-        ConnectionMetrics {
+        Handles {
             name: name.to_owned(),
             requests: codes,
             request_duration: self.request_duration.with_label_values(&[name]),
@@ -220,7 +227,6 @@ impl Metrics {
             rate_rejected: self.rate_limited.with_label_values(&[name, "rejected"]),
             rate_wait: self.rate_limit_wait.with_label_values(&[name]),
             throttled: self.upstream_throttled.with_label_values(&[name]),
-            tenant: None,
             tenant_states: None,
         }
     }
@@ -228,10 +234,13 @@ impl Metrics {
     /// An app's handles: as [`Metrics::connection`], plus its tenant counts by state (at zero
     /// from the start), which its tenants' handles ([`ConnectionMetrics::for_tenant`]) keep.
     pub fn app(&self, name: &str) -> ConnectionMetrics {
-        let mut metrics = self.connection(name);
+        let mut handles = self.handles(name);
         let gauges = ConnState::ALL.map(|s| self.tenants.with_label_values(&[name, s.as_str()]));
-        metrics.tenant_states = Some(std::sync::Arc::new(gauges));
-        metrics
+        handles.tenant_states = Some(gauges);
+        ConnectionMetrics {
+            handles: std::sync::Arc::new(handles),
+            tenant: None,
+        }
     }
 
     pub fn store_operation(&self, op: &str, ok: bool) {
@@ -247,9 +256,26 @@ impl Metrics {
     }
 }
 
-/// One connection's metric handles.
+/// One connection's metric handles. An app's tenants share the app's ([`Handles`], one
+/// allocation per app): each tenant adds only the state it is counted under.
 #[derive(Clone)]
 pub struct ConnectionMetrics {
+    handles: std::sync::Arc<Handles>,
+    /// A tenant's handles: the state it is counted under in `bearerd_tenants` (an index into
+    /// [`ConnState::ALL`], or `NOT_COUNTED`).
+    tenant: Option<std::sync::Arc<std::sync::atomic::AtomicU8>>,
+}
+
+impl std::ops::Deref for ConnectionMetrics {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.handles
+    }
+}
+
+/// The series of one connection (or app), resolved once.
+pub struct Handles {
     name: String,
     /// By source (upstream, bearerd), then status class.
     requests: [[IntCounter; 4]; 2],
@@ -269,11 +295,8 @@ pub struct ConnectionMetrics {
     rate_rejected: IntCounter,
     rate_wait: prometheus::Histogram,
     pub throttled: IntCounter,
-    /// A tenant's handles: the state it is counted under in `bearerd_tenants` (an index into
-    /// [`ConnState::ALL`], or `NOT_COUNTED`).
-    tenant: Option<std::sync::Arc<std::sync::atomic::AtomicU8>>,
     /// An app's `bearerd_tenants` gauges, by [`ConnState::ALL`].
-    tenant_states: Option<std::sync::Arc<[IntGauge; 7]>>,
+    tenant_states: Option<[IntGauge; 7]>,
 }
 
 const NOT_COUNTED: u8 = u8::MAX;
@@ -310,19 +333,20 @@ impl ConnectionMetrics {
         self.refresh_duration.observe(elapsed.as_secs_f64());
     }
 
-    /// Mirrors a cell value into the gauges, the state as reported now (the refresher
-    /// calls this again when a token expires).
     /// Handles for one tenant of this app: the same counters (labelled with the app's name,
     /// so cardinality stays bounded by apps), and its state counted in `bearerd_tenants`
     /// instead of the per-connection gauges.
     pub fn for_tenant(&self) -> ConnectionMetrics {
-        let mut metrics = self.clone();
-        metrics.tenant = Some(std::sync::Arc::new(std::sync::atomic::AtomicU8::new(
-            NOT_COUNTED,
-        )));
-        metrics
+        ConnectionMetrics {
+            handles: std::sync::Arc::clone(&self.handles),
+            tenant: Some(std::sync::Arc::new(std::sync::atomic::AtomicU8::new(
+                NOT_COUNTED,
+            ))),
+        }
     }
 
+    /// Mirrors a cell value into the gauges, the state as reported now (the refresher
+    /// calls this again when a token expires).
     pub fn publish(&self, state: &TokenState) {
         if let (Some(last), Some(gauges)) = (&self.tenant, &self.tenant_states) {
             let reported = state.reported_state(tokio::time::Instant::now());

@@ -2,13 +2,14 @@
 //! injects the current token, forwards with a timeout, and on a 401 refreshes (if the
 //! failed token is still current) and replays a buffered body once.
 //!
-//! Request flow: `handle` -> `forward` -> (`send`, 401? -> `replay`) -> response. Every
-//! error bearerd produces itself goes through [`problem::ProxyError`].
+//! Request flow: `handle` -> `forward` -> [`replay::forward`] (`send`, 401? -> replay) ->
+//! response. Every error bearerd produces itself goes through [`problem::ProxyError`].
 
 pub mod h1;
 mod headers;
 pub(crate) mod limit;
 pub mod problem;
+pub(crate) mod replay;
 pub mod route;
 pub(crate) mod signals;
 
@@ -32,7 +33,7 @@ use crate::token::{Connection, Token};
 use crate::upstream::{HttpClient, Target, UpstreamBody, error_chain};
 use problem::{ProblemContext, ProxyError};
 
-pub use headers::{is_hop_by_hop, prepare, strip_hop_by_hop};
+pub use headers::{insert_credential, is_hop_by_hop, prepare, strip_hop_by_hop};
 
 /// A proxied response streams the upstream body; bearerd's own answers are small and whole.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -71,6 +72,55 @@ enum OutBody {
     Buffered(Bytes),
     /// Streamed: sent once.
     Streamed(ClientBody),
+}
+
+/// hyper's path as a [`replay::Transport`]: the prepared head without a credential, and the
+/// body (a buffered one is sent again on a replay; a streamed one only once).
+struct Outgoing<'a> {
+    proxy: &'a Proxy,
+    method: Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    body: Option<OutBody>,
+}
+
+impl replay::Transport for Outgoing<'_> {
+    type Answer = Response<ProxyBody>;
+
+    async fn send(&mut self, token: &Token) -> Result<replay::Sent<Self::Answer>, ProxyError> {
+        let (headers, body) = match self.body.take() {
+            Some(OutBody::Buffered(bytes)) => {
+                self.body = Some(OutBody::Buffered(bytes.clone()));
+                (self.headers.clone(), Either::Left(Full::new(bytes)))
+            }
+            Some(OutBody::Streamed(body)) => {
+                let limit = self
+                    .proxy
+                    .max_body
+                    .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+                let headers = std::mem::take(&mut self.headers);
+                (headers, Either::Right(Limited::new(body, limit)))
+            }
+            // `replayable` said no: the policy never sends a streamed body twice.
+            None => return Err(ProxyError::BadRequest("request body could not be read")),
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = headers;
+        insert_credential(request.headers_mut(), token);
+        let (rejected, answer) = self.proxy.inspect(self.proxy.send(request).await?).await?;
+        Ok(replay::Sent { rejected, answer })
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self.body, Some(OutBody::Buffered(_)))
+    }
+
+    async fn discard(&mut self, answer: Self::Answer) {
+        // Dropping an unread body closes hyper's upstream connection: it is not reused.
+        drop(answer);
+    }
 }
 
 impl Proxy {
@@ -117,65 +167,19 @@ impl Proxy {
             .target
             .uri(parts.uri.path_and_query())
             .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-        let token = granted.token().await?;
         let body = self.read_body(length, body).await?;
         if let Some(name) = &self.key_header {
             parts.headers.remove(name);
         }
-        prepare(&mut parts, uri, self.target.host(), &token);
-        match body {
-            OutBody::Streamed(body) => {
-                let limit = self
-                    .max_body
-                    .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-                let body = Either::Right(Limited::new(body, limit));
-                let request = Request::from_parts(parts, body);
-                let (rejected, response) = self.inspect(self.send(request).await?).await?;
-                if rejected {
-                    // The body is gone: the answer goes to the app, and a refresh starts if
-                    // this token is still the current one.
-                    if self.count_unauthorized(granted.connection(), &token) {
-                        granted.connection().ask(token.generation, true);
-                    }
-                    self.connection.metrics.replay_not_replayable.inc();
-                }
-                Ok(response)
-            }
-            OutBody::Buffered(bytes) => {
-                // Kept for a replay after a 401: the send consumes the request.
-                let (method, uri, headers) = (
-                    parts.method.clone(),
-                    parts.uri.clone(),
-                    parts.headers.clone(),
-                );
-                let request = Request::from_parts(parts, Either::Left(Full::new(bytes.clone())));
-                let (rejected, response) = self.inspect(self.send(request).await?).await?;
-                if !rejected {
-                    return Ok(response);
-                }
-                self.count_unauthorized(granted.connection(), &token);
-                // Joins (or starts) the refresh when `token` is current; returns the newer
-                // token at once when it was already superseded.
-                let newer = granted.newer_than(token.generation, true).await?;
-                let mut request = Request::new(Either::Left(Full::new(bytes)));
-                *request.method_mut() = method;
-                *request.uri_mut() = uri;
-                *request.headers_mut() = headers;
-                // The newer credential may go in another header (a key after a migration).
-                request.headers_mut().remove(&token.name);
-                request
-                    .headers_mut()
-                    .insert(newer.name.clone(), newer.header.clone());
-                let (rejected, response) = self.inspect(self.send(request).await?).await?;
-                let metrics = &self.connection.metrics;
-                if rejected {
-                    metrics.replay_unauthorized.inc();
-                } else {
-                    metrics.replay_ok.inc();
-                }
-                Ok(response)
-            }
-        }
+        prepare(&mut parts, uri, self.target.host());
+        let mut outgoing = Outgoing {
+            proxy: self,
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body: Some(body),
+        };
+        replay::forward(self, &granted, &mut outgoing).await
     }
 
     /// Strips hop-by-hop headers and says whether the upstream rejected the token: a 401,
@@ -209,19 +213,6 @@ impl Proxy {
             rejected,
             Response::from_parts(parts, Either::Right(Full::new(bytes))),
         ))
-    }
-
-    /// Counts an upstream 401 for `token` of `grant`; true if `token` is still its current
-    /// generation.
-    fn count_unauthorized(&self, grant: &Connection, token: &Token) -> bool {
-        let metrics = &self.connection.metrics;
-        let current = token.generation >= grant.generation();
-        if current {
-            metrics.unauthorized_current.inc();
-        } else {
-            metrics.unauthorized_superseded.inc();
-        }
-        current
     }
 
     /// Buffers small bodies (so a 401 can be replayed) and streams the rest.

@@ -53,7 +53,7 @@ impl Tenant {
 /// What building a tenant's refresher takes, from the app's config.
 pub struct Blueprint {
     pub endpoint: Option<Arc<TokenEndpoint>>,
-    pub revocation: Revocation,
+    pub revocation: Arc<Revocation>,
     pub store: Option<Arc<dyn TokenStore>>,
     pub skew: Option<Duration>,
     pub lock_wait: Duration,
@@ -303,7 +303,7 @@ impl Tenants {
         let refresher = Refresher::new(
             Arc::clone(&connection),
             commands,
-            b.revocation.clone(),
+            Arc::clone(&b.revocation),
             b.endpoint.clone(),
             Grant::None,
             b.store.clone(),

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use http::header::AUTHORIZATION;
 use http::{HeaderName, HeaderValue};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use refresher::{Command, DisconnectReport};
@@ -176,7 +176,9 @@ pub struct Connection {
     /// The store may hold a newer record (a tenant's registry says so; see
     /// [`refresher::TenantLink`]).
     stored: Notify,
-    changed: watch::Sender<u64>,
+    /// Woken (all waiters) at each publish. A `Notify` rather than a `watch` channel: it
+    /// lives inline, and an app has one `Connection` per tenant.
+    changed: Notify,
     /// Longest a request waits for a refresh before it gets 503.
     wait_limit: Duration,
     pub metrics: ConnectionMetrics,
@@ -204,7 +206,7 @@ impl Connection {
             forced: AtomicBool::new(false),
             wake: Notify::new(),
             stored: Notify::new(),
-            changed: watch::channel(0).0,
+            changed: Notify::new(),
             wait_limit,
             metrics,
             commands: mailbox::Mailbox::default(),
@@ -272,7 +274,6 @@ impl Connection {
     /// A token newer than `failed`: at once if the cell already has one, else after the
     /// refresh this call joins or starts. `unauthorized` says the upstream rejected `failed`.
     pub async fn newer_than(&self, failed: u64, unauthorized: bool) -> Result<Token, TokenError> {
-        let mut changes = self.changed.subscribe();
         let attempts_before = {
             let current = self.cell.load();
             if current.generation <= failed {
@@ -286,6 +287,10 @@ impl Connection {
         };
         let deadline = Instant::now() + self.wait_limit;
         loop {
+            // Registered before the cell is read: a publish in between still wakes us.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             {
                 let current = self.cell.load();
                 let now = Instant::now();
@@ -311,14 +316,10 @@ impl Connection {
                     });
                 }
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                // Timed out, or the refresher is gone (shutting down).
-                Ok(Err(_)) | Err(_) => {
-                    return Err(TokenError::Unavailable {
-                        retry_after: Duration::from_secs(1),
-                    });
-                }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(TokenError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                });
             }
         }
     }
@@ -346,7 +347,6 @@ impl Connection {
     /// Asks for a refresh whatever the current token (admin `POST .../refresh`) and waits
     /// until that attempt finishes. Joins a refresh already in flight.
     pub async fn refresh_now(&self) -> Arc<TokenState> {
-        let mut changes = self.changed.subscribe();
         let (attempts, generation) = {
             let current = self.cell.load();
             (current.attempts, current.generation)
@@ -355,16 +355,16 @@ impl Connection {
         self.wake.notify_one();
         let deadline = Instant::now() + self.wait_limit;
         loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let current = self.cell.load_full();
             // Finished: an attempt was made, or a newer generation was adopted instead.
             let done = current.attempts > attempts || current.generation > generation;
             if done && current.state != ConnState::Refreshing {
                 return current;
             }
-            if !matches!(
-                tokio::time::timeout_at(deadline, changes.changed()).await,
-                Ok(Ok(()))
-            ) {
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return current;
             }
         }
@@ -374,7 +374,7 @@ impl Connection {
     fn publish(&self, next: TokenState) {
         self.metrics.publish(&next);
         self.cell.store(Arc::new(next));
-        self.changed.send_modify(|version| *version += 1);
+        self.changed.notify_waiters();
     }
 }
 

@@ -169,21 +169,25 @@ pub fn strip_request(headers: &mut HeaderMap) {
 }
 
 /// Turns the app's request head into the upstream's, in place (no new header map): headers
-/// stripped as [`strip_request`] says, `token` in its header (`Authorization`, or an API
-/// key's, whose app value is dropped too), `host` (the upstream's, built once; `None` leaves
-/// it to the client) as `Host`, `uri` (the joined upstream URI), HTTP/1.1 (the client
-/// negotiates h2 itself), no extensions.
-pub fn prepare(parts: &mut Parts, uri: Uri, host: Option<&HeaderValue>, token: &Token) {
+/// stripped as [`strip_request`] says, `host` (the upstream's, built once; `None` leaves it
+/// to the client) as `Host`, `uri` (the joined upstream URI), HTTP/1.1 (the client
+/// negotiates h2 itself), no extensions. The credential goes in with [`insert_credential`]
+/// at each send.
+pub fn prepare(parts: &mut Parts, uri: Uri, host: Option<&HeaderValue>) {
     let headers = &mut parts.headers;
     strip_request(headers);
-    // `insert` replaces every value the app sent under the credential's name.
-    headers.insert(token.name.clone(), token.header.clone());
     if let Some(host) = host {
         headers.insert(HOST, host.clone());
     }
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.extensions.clear();
+}
+
+/// Puts `token` in its header (`Authorization`, or an API key's): `insert` replaces every
+/// value the app sent under that name.
+pub fn insert_credential(headers: &mut HeaderMap, token: &Token) {
+    headers.insert(token.name.clone(), token.header.clone());
 }
 
 #[cfg(test)]

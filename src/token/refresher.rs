@@ -93,8 +93,8 @@ pub struct DisconnectReport {
 pub struct Refresher {
     connection: Arc<Connection>,
     commands: super::Inbox,
-    /// How to tell the provider about a disconnect.
-    revocation: Revocation,
+    /// How to tell the provider about a disconnect (an app's tenants share the app's).
+    revocation: Arc<Revocation>,
     /// While a connect flow is under way: when to give up on it, and the state to go back to.
     authorizing: Option<(Instant, ConnState)>,
     /// `None` when the credentials could not be read: the connection stays misconfigured.
@@ -140,7 +140,7 @@ impl Refresher {
     pub fn new(
         connection: Arc<Connection>,
         commands: super::Inbox,
-        revocation: Revocation,
+        revocation: Arc<Revocation>,
         endpoint: Option<Arc<TokenEndpoint>>,
         grant: Grant,
         store: Option<Arc<dyn TokenStore>>,
@@ -417,8 +417,10 @@ async fn next_change(changes: &mut Option<broadcast::Receiver<String>>) -> Optio
 /// nothing is written to the cell then, so the gauge is re-published at each expiry. Runs
 /// beside the refresher's loop and ends with it.
 async fn report_expiry(connection: Arc<Connection>) {
-    let mut changes = connection.changed.subscribe();
     loop {
+        let changed = connection.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let expiry = connection
             .cell
             .load()
@@ -426,7 +428,7 @@ async fn report_expiry(connection: Arc<Connection>) {
             .filter(|at| *at > Instant::now());
         tokio::select! {
             () = sleep_until(expiry) => connection.metrics.publish(&connection.cell.load()),
-            changed = changes.changed() => if changed.is_err() { return },
+            () = changed => {}
         }
     }
 }
@@ -445,5 +447,28 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An app holds one refresher and one connection per tenant, idle or not (issue 11's
+    /// budget: 4 KiB per idle tenant, `cargo bench --bench tenants`). What only some
+    /// connections need (API key settings) is boxed and what an app's tenants share
+    /// (metric handles, revocation) is behind an `Arc`; this keeps it that way.
+    #[test]
+    fn per_tenant_structures_stay_small() {
+        let sizes = [
+            ("Refresher", size_of::<super::Refresher>(), 320),
+            ("Connection", size_of::<super::Connection>(), 384),
+            (
+                "ConnectionMetrics",
+                size_of::<crate::metrics::ConnectionMetrics>(),
+                32,
+            ),
+        ];
+        for (name, size, budget) in sizes {
+            assert!(size <= budget, "{name} is {size} bytes, over its {budget}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! One request's exchange with the upstream on the fast path: send the head and body on a
 //! pooled connection (retrying once on a new one when a reused connection turns out closed,
-//! for idempotent requests), replay once after a 401 on the current token, and relay the
+//! for idempotent requests) under the shared 401-and-replay rule ([`replay`]), and relay the
 //! answer. An upstream connection goes back to the pool only when its answer ended for
 //! certain ([`response::Head::reusable`] and nothing read past the end).
 
@@ -18,7 +18,8 @@ use super::response::{self, Head};
 use super::{MAX_RESPONSE_HEAD, READ_CHUNK, Scratch, arm, expired, relay, write_problem};
 use crate::metrics::Source;
 use crate::proxy::problem::ProxyError;
-use crate::proxy::{Proxy, signals};
+use crate::proxy::{Proxy, replay, signals};
+use crate::token::Token;
 
 /// Answers one request; false when the app connection must close. Also returns when it
 /// finished (the clock is read once for the metrics and the idle deadline both).
@@ -51,8 +52,8 @@ pub(super) async fn answer(
     (keep, finished)
 }
 
-/// Forwards the request (replaying it once after a 401 on the current token) and passes the
-/// answer to the app. `Err` only before anything was written to the app.
+/// Forwards the request ([`replay::forward`]: once more after a 401 on the current token)
+/// and passes the answer to the app. `Err` only before anything was written to the app.
 async fn exchange(
     app: &mut TcpStream,
     proxy: &Proxy,
@@ -63,28 +64,14 @@ async fn exchange(
     request: &Request,
 ) -> Result<(StatusCode, bool), ProxyError> {
     let granted = proxy.route(tenant)?;
-    let token = granted.token().await?;
-    scratch.out.clear();
-    scratch.head.write_token(&token, &mut scratch.out);
-    scratch.out.extend_from_slice(body);
-    let (mut upstream, mut head) = send(proxy, pool, scratch, request).await?;
-    if rejected(proxy, &mut upstream, &head).await? {
-        proxy.count_unauthorized(granted.connection(), &token);
-        discard(pool, upstream, &head, scratch.started).await;
-        // Joins (or starts) the refresh when `token` is current; returns the newer token at
-        // once when it was already superseded.
-        let newer = granted.newer_than(token.generation, true).await?;
-        scratch.out.clear();
-        scratch.head.write_token(&newer, &mut scratch.out);
-        scratch.out.extend_from_slice(body);
-        (upstream, head) = send(proxy, pool, scratch, request).await?;
-        let metrics = &proxy.connection.metrics;
-        if rejected(proxy, &mut upstream, &head).await? {
-            metrics.replay_unauthorized.inc();
-        } else {
-            metrics.replay_ok.inc();
-        }
-    }
+    let mut outgoing = Outgoing {
+        proxy,
+        pool,
+        scratch: &mut *scratch,
+        body,
+        request,
+    };
+    let (mut upstream, head) = replay::forward(proxy, &granted, &mut outgoing).await?;
     let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let close = request.close || head.framing == response::Framing::UntilClose;
     if close {
@@ -102,6 +89,41 @@ async fn exchange(
             tracing::debug!(connection = %proxy.connection.name, %error, "answer cut short");
             Ok((status, false))
         }
+    }
+}
+
+/// The fast path as a [`replay::Transport`]: the request's prepared head and its whole body
+/// (the fast path only takes requests whose body it holds), sent on a pooled connection.
+struct Outgoing<'a> {
+    proxy: &'a Proxy,
+    pool: &'a Pool,
+    scratch: &'a mut Scratch,
+    body: &'a [u8],
+    request: &'a Request,
+}
+
+impl replay::Transport for Outgoing<'_> {
+    type Answer = (Upstream, Head);
+
+    async fn send(&mut self, token: &Token) -> Result<replay::Sent<Self::Answer>, ProxyError> {
+        let out = &mut self.scratch.out;
+        out.clear();
+        self.scratch.head.write_token(token, out);
+        out.extend_from_slice(self.body);
+        let (mut upstream, head) = send(self.proxy, self.pool, self.scratch, self.request).await?;
+        let rejected = rejected(self.proxy, &mut upstream, &head).await?;
+        Ok(replay::Sent {
+            rejected,
+            answer: (upstream, head),
+        })
+    }
+
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    async fn discard(&mut self, (upstream, head): Self::Answer) {
+        discard(self.pool, upstream, &head, self.scratch.started).await;
     }
 }
 

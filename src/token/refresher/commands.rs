@@ -288,7 +288,7 @@ impl Refresher {
         let Some(endpoint) = &self.endpoint else {
             return Err("client credentials are unavailable".into());
         };
-        match &self.revocation {
+        match &*self.revocation {
             Revocation::Rfc7009(url) => match &self.grant {
                 Grant::RefreshToken(token) => endpoint.revoke(url, token, "refresh_token").await,
                 _ => Err("no refresh token to revoke".into()),

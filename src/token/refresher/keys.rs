@@ -38,7 +38,9 @@ pub enum MigrateError {
 /// Key settings and the keep-alive's bookkeeping.
 #[derive(Default)]
 pub(super) struct KeyRuntime {
-    settings: Option<KeySettings>,
+    /// Boxed: most refreshers (every tenant of an OAuth app) hold no key, and this struct
+    /// is in each of them.
+    settings: Option<Box<KeySettings>>,
     /// The last use written to the store.
     persisted: Option<SystemTime>,
     /// When last use was last written (or the key installed).
@@ -50,7 +52,7 @@ pub(super) struct KeyRuntime {
 impl KeyRuntime {
     pub(super) fn new(settings: KeySettings) -> Self {
         Self {
-            settings: Some(settings),
+            settings: Some(Box::new(settings)),
             ..Self::default()
         }
     }
