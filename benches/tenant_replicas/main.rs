@@ -5,7 +5,8 @@
 //! spread over every tenant. Measured:
 //!
 //! 1. requests answered 200 and failed (target: 0 failed);
-//! 2. refresh-token reuse at the provider (target: 0) and grants it revoked;
+//! 2. refresh-token reuse at the provider (target: 0) and grants it revoked, also while
+//!    the replicas are stopped one by one (SIGTERM) after the load, as in a rolling restart;
 //! 3. per cycle (one generation of a tenant's refresh token), how many refresh requests
 //!    presented it (target: at most 1, so one replica per cycle) and which replicas did
 //!    the refreshes; the shortest gap between two refreshes of a tenant (an early second

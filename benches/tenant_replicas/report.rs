@@ -63,6 +63,13 @@ pub fn print(
         by(Outcome::Unknown),
         provider.revoked()
     );
+    let reuse_after = refreshes
+        .iter()
+        .filter(|r| r.outcome == Outcome::Reuse && r.at >= end)
+        .count();
+    println!(
+        "   of the reuse, after the load while the replicas were stopped one by one (SIGTERM): {reuse_after}"
+    );
     cycles(&refreshes, t0, end, settings);
 }
 
