@@ -176,7 +176,7 @@ impl Admin {
                     name,
                     "tenants",
                     id,
-                    action @ ("refresh" | "disconnect"),
+                    action @ ("refresh" | "disconnect" | "migrate"),
                 ],
             ) => {
                 let from_page = match self.checked_post(&parts.headers, body).await {
@@ -188,6 +188,7 @@ impl Admin {
                 };
                 match *action {
                     "refresh" => self.refresh_tenant(c, id, from_page).await,
+                    "migrate" => self.migrate_tenant(c, id, from_page).await,
                     _ => self.disconnect_tenant(c, id, from_page).await,
                 }
             }
@@ -250,7 +251,7 @@ impl Admin {
                     _,
                     "tenants",
                     _,
-                    "connect" | "refresh" | "disconnect",
+                    "connect" | "refresh" | "disconnect" | "migrate",
                 ],
             )
             | (_, ["webhooks", _]) => problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),

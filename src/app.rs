@@ -138,6 +138,11 @@ impl App {
                 (None, _, _) => {}
             }
             if let (Some(limiter), Some(limit)) = (&proxy.limiter, &c.rate_limit) {
+                // With replicas, nothing goes out before this one knows its share and the
+                // others have made room for it (`keep_shares`).
+                if store.as_ref().is_some_and(|s| s.has_replicas()) {
+                    limiter.hold(None);
+                }
                 budgets.push(Budget {
                     rps: limit.rps,
                     limiter: Arc::clone(limiter),
@@ -495,6 +500,7 @@ fn build_connection(
             token_wait: c.token_wait,
             metrics: app_metrics,
             shutdown,
+            keys: Arc::new(keys),
         };
         let tenants = Tenants::new(
             c,

@@ -26,7 +26,7 @@ pub fn admin_path(name: &str) -> Result<String, String> {
 }
 
 /// [`admin_path`], or exit code 2 after saying why not.
-fn checked_path(name: &str) -> Result<String, ExitCode> {
+pub fn checked_path(name: &str) -> Result<String, ExitCode> {
     admin_path(name).map_err(|error| {
         eprintln!("bearerd: {error}");
         ExitCode::from(2)

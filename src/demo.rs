@@ -3,11 +3,18 @@
 //! 127.0.0.1, with no config file and no credentials: see it work in ten seconds, as
 //! `vault server -dev` does for Vault.
 //!
+//! Two connections show the two shapes of SPEC sections 3 and 9: `demo-hotel`, one hotel's
+//! grant on its own listener, and `demo-app`, one app that hotels install, routed by the
+//! first path segment (`/1001/hotel`, `/1002/hotel`) on another listener.
+//!
 //! Only the provider is simulated, and only this command starts it: `bearerd run` never
 //! reaches this module.
 
+pub mod clients;
+pub mod hotels;
 pub mod pages;
 pub mod provider;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,22 +27,33 @@ use tokio::sync::watch;
 use crate::app::{App, AppError};
 use crate::config::{Config, ConfigError, Limits};
 use crate::connect::random_token;
-use provider::{CLIENT_ID, Provider};
+use clients::{APP_CLIENT_ID, CLIENT_ID};
+use provider::Provider;
 
-/// The demo connection's name.
+/// The demo's single-hotel connection.
 pub const CONNECTION: &str = "demo-hotel";
+/// The demo's app: one client, a tenant per hotel that installs it.
+pub const APP: &str = "demo-app";
 
 /// `bearerd demo`'s flags.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Access token lifetime at the demo provider.
     pub token_ttl: Duration,
-    /// The proxy listener (the app's base URL).
-    pub listen: SocketAddr,
-    /// The admin listener (status page, connect flow, metrics).
-    pub admin: SocketAddr,
+    pub listeners: Listeners,
     /// Keep the data directory on exit.
     pub keep: bool,
+}
+
+/// Where the demo's bearerd listens (port 0: any free port).
+#[derive(Debug, Clone, Copy)]
+pub struct Listeners {
+    /// The proxy listener of the single-hotel connection (the app's base URL).
+    pub listen: SocketAddr,
+    /// The proxy listener of the app, whose hotels are the first path segment.
+    pub app_listen: SocketAddr,
+    /// The admin listener (status page, connect flow, metrics).
+    pub admin: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +83,8 @@ pub struct Demo {
     pub data_dir: PathBuf,
     pub admin_url: String,
     pub proxy_url: String,
+    /// The app's base URL: `{app_url}/1001/hotel` is hotel 1001's `/hotel`.
+    pub app_url: String,
     pub provider_url: String,
     keep: bool,
 }
@@ -75,7 +95,8 @@ impl Demo {
         let provider_listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let provider_addr = local_addr(&provider_listener)?;
         let client_secret = random_token(24);
-        let provider = Provider::new(&client_secret, options.token_ttl);
+        let app_client_secret = random_token(24);
+        let provider = Provider::new(&client_secret, &app_client_secret, options.token_ttl);
         let (stop_provider, stopped) = watch::channel(false);
         let handler = move |request| {
             let provider = provider.clone();
@@ -92,23 +113,27 @@ impl Demo {
 
         let data_dir = data_dir()?;
         // The admin URL goes into redirect_uri, so port 0 is settled before the config is.
-        let admin = settle_port(options.admin).await?;
+        let admin = settle_port(options.listeners.admin).await?;
         let provider_url = format!("http://{provider_addr}");
         let config = Config::from_toml_str(&config_text(
             &provider_url,
-            &client_secret,
-            options.listen,
+            [&client_secret, &app_client_secret],
+            [options.listeners.listen, options.listeners.app_listen],
             admin,
             &data_dir,
         ))?;
         let app = App::start(config).await?;
-        let proxy = app.proxy_addr(CONNECTION).unwrap_or(options.listen);
+        let proxy = app
+            .proxy_addr(CONNECTION)
+            .unwrap_or(options.listeners.listen);
+        let app_proxy = app.proxy_addr(APP).unwrap_or(options.listeners.app_listen);
         Ok(Demo {
             app,
             stop_provider,
             data_dir,
             admin_url: format!("http://{admin}"),
             proxy_url: format!("http://{proxy}"),
+            app_url: format!("http://{app_proxy}"),
             provider_url,
             keep: options.keep,
         })
@@ -129,13 +154,19 @@ impl Demo {
              \x20 2. Call the hotel's API through bearerd (the app never sees a token):\n\
              \x20      curl {proxy}/hotel\n\
              \x20      curl {proxy}/reservations\n\
-             \x20 3. Watch tokens (they live {ttl}s) being refreshed before they expire:\n\
+             \x20 3. One app, many hotels: install the app twice, choosing Lisbon, then Porto,\n\
+             \x20    at the demo provider; the app names the hotel in the path:\n\
+             \x20      install:          {admin}/connections/{APP}/install\n\
+             \x20      curl {app}/1001/hotel\n\
+             \x20      curl {app}/1002/hotel\n\
+             \x20 4. Watch tokens (they live {ttl}s) being refreshed before they expire:\n\
              \x20      metrics:          {admin}/metrics\n\
-             \x20      provider console: {provider}/   (\"Revoke at provider\" ends the grant:\n\
+             \x20      provider console: {provider}/   (\"Revoke at provider\" ends a grant:\n\
              \x20                        bearerd answers 503 with the connect URL until you reconnect)\n\n\
              Data: {data} ({kept}). Ctrl-C stops.",
             admin = self.admin_url,
             proxy = self.proxy_url,
+            app = self.app_url,
             provider = self.provider_url,
             ttl = token_ttl.as_secs(),
             data = self.data_dir.display(),
@@ -155,12 +186,13 @@ impl Demo {
     }
 }
 
-/// The demo's bearerd config: one authorization-code connection to the demo provider, the
-/// same text a user would write for a generic OAuth 2.0 provider.
+/// The demo's bearerd config: an authorization-code connection and an app (its own client,
+/// tenants by path, the tenant named by the token response's `hotel_id`) on the demo
+/// provider, the same text a user would write for a generic OAuth 2.0 provider.
 fn config_text(
     provider: &str,
-    client_secret: &str,
-    listen: SocketAddr,
+    [client_secret, app_client_secret]: [&str; 2],
+    [listen, app_listen]: [SocketAddr; 2],
     admin: SocketAddr,
     data_dir: &std::path::Path,
 ) -> String {
@@ -188,6 +220,22 @@ client_secret = "{client_secret}"
 client_auth = "client_secret_post"
 scopes = ["reservations.read"]
 probe = "/hotel"
+
+[[connection]]
+name = "{APP}"
+provider = "oauth2"
+listen = "{app_listen}"
+upstream = "{provider}/api"
+grant = "authorization_code"
+authorize_url = "{provider}/authorize"
+token_url = "{provider}/token"
+revoke_url = "{provider}/revoke"
+client_id = "{APP_CLIENT_ID}"
+client_secret = "{app_client_secret}"
+client_auth = "client_secret_post"
+scopes = ["reservations.read"]
+tenants = "path"
+tenant_claim = "/hotel_id"
 "#,
         dir = toml_string(&data_dir.display().to_string()),
     )

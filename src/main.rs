@@ -83,10 +83,10 @@ enum Command {
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
-    /// Exchange NAME's refresh token for an API key on a running daemon (Cloudbeds
-    /// migration); from then on the key is used and never refreshed.
+    /// Exchange NAME's (or NAME/TENANT's) refresh token for an API key on a running daemon
+    /// (Cloudbeds migration); from then on the key is used and never refreshed.
     Migrate {
-        /// The connection's name, as in the config.
+        /// The connection's name, as in the config, or NAME/TENANT.
         name: String,
         /// The running daemon's admin listener.
         #[arg(long, env = "BEARERD_ADMIN", default_value = "http://127.0.0.1:9901")]
@@ -116,9 +116,13 @@ enum Command {
         /// Access token lifetime at the demo provider (at least 2s).
         #[arg(long, default_value = "30s")]
         token_ttl: String,
-        /// The proxy listener: the app's base URL.
+        /// The proxy listener of the single-hotel connection: the app's base URL.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// The proxy listener of the demo app (one base URL, the hotel id as the first path
+        /// segment).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        app_listen: std::net::SocketAddr,
         /// The admin listener: status page, connect flow, metrics.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
@@ -159,9 +163,19 @@ fn main() -> ExitCode {
         Command::Demo {
             token_ttl,
             listen,
+            app_listen,
             admin,
             keep,
-        } => demo(&token_ttl, listen, admin, keep, cli.log_format),
+        } => demo(
+            &token_ttl,
+            bearerd::demo::Listeners {
+                listen,
+                app_listen,
+                admin,
+            },
+            keep,
+            cli.log_format,
+        ),
         Command::Disconnect { name, admin } => cli_admin::disconnect(&admin, &name),
         Command::Refresh { name, admin } => cli_admin::refresh(&admin, &name),
         Command::Migrate { name, admin } => cli_migrate::migrate(&admin, &name),
@@ -286,8 +300,7 @@ fn run(path: &std::path::Path, format: LogFormat) -> ExitCode {
 
 fn demo(
     token_ttl: &str,
-    listen: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
+    listeners: bearerd::demo::Listeners,
     keep: bool,
     format: LogFormat,
 ) -> ExitCode {
@@ -316,8 +329,7 @@ fn demo(
     };
     let options = bearerd::demo::Options {
         token_ttl,
-        listen,
-        admin,
+        listeners,
         keep,
     };
     runtime.block_on(async {

@@ -28,6 +28,8 @@ use tokio::time::Instant;
 
 use crate::config::{Over, RateLimitConfig};
 
+/// A hold "until further notice" ([`Limiter::hold`]) as a time: beyond any `max_wait`.
+const HOLD_INDEFINITELY: Duration = Duration::from_secs(3600);
 /// The window providers count in.
 const WINDOW: Duration = Duration::from_secs(1);
 /// Slack added to the window so that the upstream, whose clock and receive times differ from
@@ -35,6 +37,9 @@ const WINDOW: Duration = Duration::from_secs(1);
 const WINDOW_SLACK: Duration = Duration::from_millis(10);
 /// The longest pause an upstream's `Retry-After` can impose.
 pub const MAX_PAUSE: Duration = Duration::from_secs(300);
+/// The `Retry-After` of a request refused while the replica holds back ([`Limiter::hold`]):
+/// soon, or at another replica.
+const HELD_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// The limiter of one scope (a connection).
 pub struct Limiter {
@@ -98,6 +103,26 @@ impl Limiter {
         self.replan(plan, Instant::now());
     }
 
+    /// Lets no request go before `until` (`None`: until further notice; `Some(now)` or
+    /// earlier: releases), whatever the share. A replica holds back while it joins (the
+    /// others have not yet made room for it) and once it leaves (they are about to take
+    /// its share); waiting requests are re-planned after the hold, and those it pushes past
+    /// `max_wait` are refused with a short `Retry-After`.
+    pub fn hold(&self, until: Option<Instant>) {
+        let now = Instant::now();
+        let until = until.unwrap_or(now + HOLD_INDEFINITELY);
+        let mut plan = self.plan();
+        plan.held_until = (until > now).then_some(until);
+        self.replan(plan, now);
+    }
+
+    /// Whether requests are held back now.
+    pub fn held(&self) -> bool {
+        self.plan()
+            .held_until
+            .is_some_and(|until| until > Instant::now())
+    }
+
     /// This process's quota and window now.
     pub fn share(&self) -> (u32, Duration) {
         let plan = self.plan();
@@ -115,8 +140,14 @@ impl Limiter {
             Over::Wait => wait > budget,
         };
         if refuse {
+            let held = plan.held_until.is_some_and(|until| until >= slot);
+            let retry_after = if held {
+                wait.min(HELD_RETRY_AFTER)
+            } else {
+                wait
+            };
             return Admission::Reject {
-                retry_after: wait.max(Duration::from_millis(1)),
+                retry_after: retry_after.max(Duration::from_millis(1)),
             };
         }
         match plan.take(slot, now) {

@@ -152,6 +152,11 @@ pub trait TokenStore: Send + Sync {
     fn changes(&self) -> Option<broadcast::Receiver<String>> {
         None
     }
+    /// Whether replicas share this store (and so its rate-limit budgets): their limiters
+    /// hold back until [`TokenStore::heartbeat`] places them.
+    fn has_replicas(&self) -> bool {
+        false
+    }
     /// Announces this replica (`replica` is its id) to the others sharing the store and
     /// returns `(index, live)`: its place in an order every replica agrees on and how many are
     /// live. `None` if the store is not shared by replicas (the file store).

@@ -25,7 +25,7 @@ use crate::config::{ConnectionConfig, Provider, Revocation, TenantRouting};
 use crate::metrics::ConnectionMetrics;
 use crate::store::TokenStore;
 use crate::token::oauth::TokenEndpoint;
-use crate::token::refresher::{Grant, Refresher, TenantLink};
+use crate::token::refresher::{Grant, KeySettings, Refresher, TenantLink};
 use crate::token::{ConnState, Connection, TokenState};
 use crate::upstream::HttpClient;
 
@@ -60,6 +60,9 @@ pub struct Blueprint {
     pub token_wait: Duration,
     pub metrics: ConnectionMetrics,
     pub shutdown: channel::Receiver<bool>,
+    /// How tenants hold API keys (SPEC section 10): delivered by the install flow
+    /// (`grant = "api_key"`) or migrated from a tenant's refresh token. One for all tenants.
+    pub keys: Arc<KeySettings>,
 }
 
 /// Why a request reaches no tenant.
@@ -247,6 +250,11 @@ impl Tenants {
         self.routes.load().get(id).cloned()
     }
 
+    /// `grant = "api_key"`: installs deliver API keys (SPEC section 10), not tokens.
+    pub fn delivers_keys(&self) -> bool {
+        self.blueprint.keys.delivered
+    }
+
     /// `{public_url}/connections/NAME/install`.
     pub fn install_url(&self) -> String {
         format!("{}/install", self.base_url)
@@ -327,6 +335,7 @@ impl Tenants {
             b.lock_wait,
             b.shutdown.clone(),
         )
+        .with_keys(Arc::clone(&b.keys))
         .for_tenant(Arc::clone(&self.link), Vec::new());
         tokio::spawn(refresher.run());
         connection

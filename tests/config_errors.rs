@@ -682,6 +682,30 @@ fn a_malformed_rate_limit_names_its_key() {
 }
 
 #[test]
+fn a_budget_per_tenant_of_an_app_is_refused_naming_rate_limit_per() {
+    let text = format!(
+        r#"{ADMIN}
+[[connection]]
+name = "hotels"
+provider = "cloudbeds"
+listen = "127.0.0.1:0"
+upstream = "https://api.cloudbeds.com"
+grant = "authorization_code"
+client_id = "id"
+client_secret = "secret"
+tenants = "header:X-Property-ID"
+rate_limit = {{ rps = 5, per = "tenant" }}
+"#
+    );
+    let e = error(&text);
+    assert!(e.names("connection[0].rate_limit.per"), "{e}");
+    assert!(e.to_string().contains("not supported yet"), "{e}");
+    // One budget for the app is what Cloudbeds counts, and is accepted.
+    let ok = config(&text.replace("per = \"tenant\"", "per = \"connection\""));
+    assert_eq!(ok.connections[0].rate_limit.unwrap().rps, 5);
+}
+
+#[test]
 fn a_malformed_notify_table_names_its_key_and_not_the_secret() {
     let valid = "whsec_c2VjcmV0LWtleS1mb3ItdGhlLW5vdGlmeS10ZXN0cw==";
     let ok = config(&format!(
@@ -822,10 +846,28 @@ fn an_unreadable_api_key_is_a_misconfigured_connection_not_a_config_error() {
 }
 
 #[test]
-fn tenants_with_api_keys_are_not_supported_yet() {
+fn a_cloudbeds_app_may_hold_keys_but_not_one_from_the_config() {
+    let app = "client_id = \"i\"\nclient_secret = \"s\"\ntenants = \"header:X-Property-ID\"";
+    // Each tenant's key comes from its install (automatic delivery).
+    let c = config(&key_connection(
+        "cloudbeds",
+        &format!("grant = \"api_key\"\n{app}"),
+    ));
+    assert_eq!(c.connections[0].grant, GrantKind::ApiKey);
+    assert!(c.connections[0].tenants.is_some());
+    // One property's key from the config cannot serve an app's hotels.
     let e = error(&key_connection(
         "cloudbeds",
-        "grant = \"api_key\"\nclient_id = \"i\"\nclient_secret = \"s\"\ntenants = \"header:X-Property-ID\"",
+        &format!("grant = \"api_key\"\napi_key = \"cbat_x\"\n{app}"),
+    ));
+    assert!(e.names("connection[0].api_key"), "{e}");
+    assert!(!e.to_string().contains("cbat_x"), "no secret in: {e}");
+    // Keys per tenant are the Cloudbeds install flow's.
+    let e = error(&key_connection(
+        "oauth2",
+        &format!(
+            "grant = \"api_key\"\napi_key_header = \"x-key\"\ntoken_url = \"https://idp.example.com/t\"\nauthorize_url = \"https://idp.example.com/a\"\n{app}"
+        ),
     ));
     assert!(e.names("connection[0].tenants"), "{e}");
 }

@@ -1,7 +1,9 @@
 //! `bearerd demo` as a user runs it: the binary started as a process with no config, its
 //! printed URLs followed. Connect through the demo provider (headless, then in a real
-//! browser: Connect → Approve), call the API through the proxy, see a refresh after one token
-//! lifetime, revoke at the provider and get 503 with the connect URL.
+//! browser: Connect → Approve, and install one hotel of the app), call the API through the proxy, see a refresh after one token
+//! lifetime, revoke at the provider and get 503 with the connect URL. Then the app: install
+//! two hotels (install URL → Approve with a hotel chosen → callback), each answers its own
+//! data through one base URL, both refresh, and revoking one leaves the other answering.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,15 +15,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::{eventually, get, send};
+use support::{eventually, get, post_form, send};
 
 /// A running `bearerd demo` and the URLs it printed.
 struct Demo {
     child: Child,
     admin: String,
     proxy: String,
+    /// The app's base URL (hotel id as the first path segment).
+    app: String,
+    /// The printed install URL of the app.
+    install: String,
     provider: String,
     data_dir: String,
 }
@@ -38,6 +44,7 @@ impl Demo {
     fn start(token_ttl: &str) -> Demo {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bearerd"))
             .args(["demo", "--admin", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .args(["--app-listen", "127.0.0.1:0"])
             .args(["--token-ttl", token_ttl])
             .env_remove("BEARERD_LOG")
             .env_remove("BEARERD_CONFIG")
@@ -66,6 +73,8 @@ impl Demo {
         };
         let proxy = url_after("curl ");
         let proxy = proxy.trim_end_matches("/hotel").to_owned();
+        let app = url_after("/1001/hotel");
+        let app = app.trim_end_matches("/1001/hotel").to_owned();
         let data_dir = printed
             .lines()
             .find_map(|l| l.strip_prefix("Data: "))
@@ -75,6 +84,8 @@ impl Demo {
         Demo {
             admin: url_after("status page:"),
             proxy,
+            app,
+            install: url_after("install:"),
             provider: url_after("provider console:"),
             data_dir,
             child,
@@ -88,10 +99,46 @@ impl Demo {
             .json()
     }
 
-    /// Connect → Approve without a browser: the same requests a browser makes.
+    /// Connect → Approve without a browser: the same requests a browser makes (the form as
+    /// an older approval page posted it: no client or hotel field).
     async fn connect_headless(&self) {
+        let url = format!("{}/connections/demo-hotel/connect", self.admin);
+        let done = self.approve_headless(&url, &[]).await;
+        assert!(
+            done.status == StatusCode::OK || done.status.is_redirection(),
+            "callback: {} {}",
+            done.status,
+            done.text()
+        );
+    }
+
+    /// Install the app for `hotel` (chosen on the approval page) without a browser; returns
+    /// the callback's answer.
+    async fn install_headless(&self, hotel: &str) -> support::TestResponse {
+        let install = self.install.clone();
+        let page = self.approval_page(&install).await;
+        assert!(page.contains("bearerd demo app"), "{page}");
+        assert!(page.contains(&format!("value=\"{hotel}\"")), "{page}");
+        self.approve_headless(
+            &install,
+            &[("client_id", "bearerd-demo-app"), ("hotel", hotel)],
+        )
+        .await
+    }
+
+    /// The approval page the flow started at `start` leads to.
+    async fn approval_page(&self, start: &str) -> String {
+        let authorize = self.authorize_url(start).await;
+        let page = get(authorize.as_str(), None).await.unwrap();
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        page.text()
+    }
+
+    /// Starts a flow at bearerd (connect or install URL); returns the provider URL it
+    /// redirects to.
+    async fn authorize_url(&self, start: &str) -> url::Url {
         let start = send(
-            Request::get(format!("{}/connections/demo-hotel/connect", self.admin))
+            Request::get(start)
                 .header("sec-fetch-site", "none")
                 .body(Full::new(Bytes::new()))
                 .unwrap(),
@@ -99,35 +146,49 @@ impl Demo {
         .await
         .unwrap();
         assert_eq!(start.status, StatusCode::FOUND, "{}", start.text());
-        let authorize = url::Url::parse(&start.header("location").unwrap()).unwrap();
+        url::Url::parse(&start.header("location").unwrap()).unwrap()
+    }
+
+    /// Start at `start` → the provider's approval page → Approve (with `fields` added to
+    /// the form) → bearerd's callback; returns the callback's answer.
+    async fn approve_headless(
+        &self,
+        start: &str,
+        fields: &[(&str, &str)],
+    ) -> support::TestResponse {
+        let authorize = self.authorize_url(start).await;
         let query: std::collections::HashMap<String, String> =
             authorize.query_pairs().into_owned().collect();
         let page = get(authorize.as_str(), None).await.unwrap();
         assert!(page.text().contains("Approve"), "{}", page.text());
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("redirect_uri", &query["redirect_uri"])
-            .append_pair("state", &query["state"])
-            .append_pair("code_challenge", &query["code_challenge"])
-            .append_pair("decision", "approve")
-            .finish();
-        let approved = send(
-            Request::post(format!("{}/authorize", self.provider))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Full::new(Bytes::from(form)))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        let mut form = vec![
+            ("redirect_uri", query["redirect_uri"].as_str()),
+            ("state", query["state"].as_str()),
+            ("code_challenge", query["code_challenge"].as_str()),
+            ("decision", "approve"),
+        ];
+        form.extend_from_slice(fields);
+        let approved = post_form(&format!("{}/authorize", self.provider), &form, None)
+            .await
+            .unwrap();
         assert_eq!(approved.status, StatusCode::SEE_OTHER);
         let callback = approved.header("location").unwrap();
         assert!(callback.starts_with(&format!("{}/oauth/callback?", self.admin)));
-        let done = get(&callback, None).await.unwrap();
-        assert!(
-            done.status == StatusCode::OK || done.status.is_redirection(),
-            "callback: {} {}",
-            done.status,
-            done.text()
-        );
+        get(&callback, None).await.unwrap()
+    }
+
+    /// `GET path` through the app, for `hotel`.
+    async fn app_get(&self, hotel: &str, path: &str) -> support::TestResponse {
+        get(&format!("{}/{hotel}{path}", self.app), None)
+            .await
+            .unwrap()
+    }
+
+    /// "Revoke at provider" on the console: the grants of `fields` (all when empty).
+    async fn revoke_at_provider(&self, fields: &[(&str, &str)]) {
+        let console = format!("{}/console/revoke", self.provider);
+        let revoked = post_form(&console, fields, None).await.unwrap();
+        assert_eq!(revoked.status, StatusCode::SEE_OTHER);
     }
 }
 
@@ -148,7 +209,7 @@ async fn the_demo_proxies_refreshes_and_shows_a_revoked_grant() {
     demo.connect_headless().await;
     let hotel = get(&format!("{}/hotel", demo.proxy), None).await.unwrap();
     assert_eq!(hotel.status, StatusCode::OK, "{}", hotel.text());
-    assert_eq!(hotel.json()["name"], "Hotel Demo");
+    assert_eq!(hotel.json()["name"], "Hotel Demo Lisbon");
 
     // After one token lifetime the provider has counted a refresh and requests still work.
     eventually(
@@ -166,16 +227,7 @@ async fn the_demo_proxies_refreshes_and_shows_a_revoked_grant() {
 
     // Revoked at the provider: bearerd notices (401, rejected refresh) and says where to
     // reconnect.
-    let revoked = send(
-        Request::builder()
-            .method(Method::POST)
-            .uri(format!("{}/console/revoke", demo.provider))
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    demo.revoke_at_provider(&[]).await;
     let after = get(&format!("{}/hotel", demo.proxy), None).await.unwrap();
     assert_eq!(
         after.status,
@@ -200,6 +252,95 @@ async fn the_demo_proxies_refreshes_and_shows_a_revoked_grant() {
     demo.connect_headless().await;
     let again = get(&format!("{}/hotel", demo.proxy), None).await.unwrap();
     assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hotels_install_behind_one_app_and_are_revoked_one_at_a_time() {
+    let demo = Demo::start("3s");
+    assert_eq!(
+        demo.install,
+        format!("{}/connections/demo-app/install", demo.admin)
+    );
+
+    // Before any install: the app's hotel is unknown, and the answer says where to install.
+    let before = demo.app_get("1001", "/hotel").await;
+    assert_eq!(before.status, StatusCode::NOT_FOUND, "{}", before.text());
+    assert!(before.text().contains(&demo.install), "{}", before.text());
+    // The single-hotel connection holds its own grant for Lisbon: the app's grants for the
+    // same hotel neither replace it nor are replaced by it.
+    demo.connect_headless().await;
+
+    // Each install names its hotel in the token response; bearerd makes it that tenant.
+    for hotel in ["1001", "1002"] {
+        let done = demo.install_headless(hotel).await;
+        assert_eq!(
+            done.header("location").as_deref(),
+            Some(format!("/connections/demo-app/installed?tenant={hotel}").as_str()),
+            "{} {}",
+            done.status,
+            done.text()
+        );
+    }
+    let lisbon = demo.app_get("1001", "/hotel").await;
+    assert_eq!(lisbon.status, StatusCode::OK, "{}", lisbon.text());
+    assert_eq!(lisbon.json()["name"], "Hotel Demo Lisbon");
+    let porto = demo.app_get("1002", "/reservations").await;
+    assert_eq!(porto.status, StatusCode::OK, "{}", porto.text());
+    assert_eq!(porto.json()["hotel_id"], "1002");
+    assert_eq!(porto.json()["reservations"][0]["guest"], "Grace Hopper");
+    let stats = demo.stats().await;
+    assert_eq!(stats["hotels"]["1001"]["authorizations"], 2, "{stats}");
+    assert_eq!(stats["hotels"]["1002"]["authorizations"], 1, "{stats}");
+
+    // After one token lifetime the provider has refreshed each hotel's grant and both answer.
+    eventually(
+        Duration::from_secs(20),
+        "a refresh of each hotel's grant at the provider",
+        || async {
+            let stats = demo.stats().await;
+            let refreshed = |h: &str| stats["hotels"][h]["refreshes"].as_u64() >= Some(1);
+            (refreshed("1001") && refreshed("1002")).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // one whole lifetime of the first tokens
+    for (hotel, name) in [("1001", "Hotel Demo Lisbon"), ("1002", "Hotel Demo Porto")] {
+        let later = demo.app_get(hotel, "/hotel").await;
+        assert_eq!(later.status, StatusCode::OK, "{hotel}: {}", later.text());
+        assert_eq!(later.json()["name"], name);
+    }
+    assert_eq!(demo.stats().await["rejected_api_calls"], 0);
+
+    // Lisbon withdraws the app at the provider: its requests get 503 with its reconnect URL;
+    // Porto keeps answering, and so does the single-hotel connection's own Lisbon grant.
+    demo.revoke_at_provider(&[("client", "bearerd-demo-app"), ("hotel", "1001")])
+        .await;
+    let revoked = demo.app_get("1001", "/hotel").await;
+    assert_eq!(
+        revoked.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        revoked.text()
+    );
+    let reconnect = format!("{}/connections/demo-app/tenants/1001/connect", demo.admin);
+    assert!(revoked.text().contains(&reconnect), "{}", revoked.text());
+    let porto = demo.app_get("1002", "/hotel").await;
+    assert_eq!(porto.status, StatusCode::OK, "{}", porto.text());
+    assert_eq!(porto.json()["name"], "Hotel Demo Porto");
+    let tenant = get(
+        &format!("{}/connections/demo-app/tenants/1001", demo.admin),
+        None,
+    )
+    .await
+    .unwrap()
+    .json();
+    assert_eq!(tenant["state"], "needs_authorization", "{tenant}");
+    let single = get(&format!("{}/hotel", demo.proxy), None).await.unwrap();
+    assert_eq!(single.status, StatusCode::OK, "{}", single.text());
+    assert_eq!(single.json()["name"], "Hotel Demo Lisbon");
+    let stats = demo.stats().await;
+    assert_eq!(stats["hotels"]["1001"]["revocations"], 1, "{stats}");
+    assert_eq!(stats["hotels"]["1002"]["revocations"], 0, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,6 +381,15 @@ async fn connect_and_approve_in_a_real_browser() {
         if !probe.contains("Hotel Demo") {
             return Err(format!("success page probe: {probe}").into());
         }
+        // The app: the printed install URL, Porto chosen on the approval page.
+        browser.goto(&demo.install).await?;
+        browser.click("#hotel-1002").await?;
+        browser.click("#approve").await?;
+        browser.wait_text("h1", "Installed").await?;
+        let installed = browser.url().await;
+        if !installed.ends_with("/connections/demo-app/installed?tenant=1002") {
+            return Err(format!("install ended at {installed}").into());
+        }
         Ok::<_, support::BoxError>(())
     })
     .await;
@@ -256,4 +406,10 @@ async fn connect_and_approve_in_a_real_browser() {
     assert!(failure.is_none(), "{}", failure.unwrap_or_default());
     let hotel = get(&format!("{}/hotel", demo.proxy), None).await.unwrap();
     assert_eq!(hotel.status, StatusCode::OK, "{}", hotel.text());
+    let porto = demo.app_get("1002", "/hotel").await;
+    assert_eq!(porto.status, StatusCode::OK, "{}", porto.text());
+    assert_eq!(porto.json()["name"], "Hotel Demo Porto");
+    // Only the chosen hotel was installed.
+    let lisbon = demo.app_get("1001", "/hotel").await;
+    assert_eq!(lisbon.status, StatusCode::NOT_FOUND, "{}", lisbon.text());
 }

@@ -9,92 +9,15 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::Full;
-use support::connect_rig::{Options, Rig, admin_get, admin_post, callback_path, rig_with};
-use support::{Bearerd, TestResponse, send, stored};
-
-const HEADER_APP: &str = "tenants = \"header:X-Property-ID\"";
+use http::StatusCode;
+use support::connect_rig::{Options, Rig, admin_get, admin_post, rig_with};
+use support::tenant_rig::{
+    self, HEADER_APP, install, proxied, proxied_chunked, routed_by, user_of,
+};
+use support::{Bearerd, stored};
 
 async fn cloudbeds_app() -> Rig {
-    rig_with(Options {
-        provider: "cloudbeds",
-        cloudbeds: true,
-        no_revoke_url: true,
-        extra: HEADER_APP,
-        ..Options::default()
-    })
-    .await
-}
-
-/// Install as `user` (whose grants cover `properties`) through the install URL; returns the
-/// callback's answer.
-async fn install(rig: &Rig, user: &str, properties: &[&str], query: &str) -> TestResponse {
-    rig.tokens.add_user(user, "pw");
-    rig.tokens.set_properties(user, properties);
-    let start = admin_get(rig, &format!("/connections/hotel/install{query}")).await;
-    assert_eq!(start.status, StatusCode::FOUND, "{}", start.text());
-    let authorize = start.header("location").unwrap();
-    let back = rig.tokens.authorize_headless(user, &authorize).await;
-    admin_get(rig, &callback_path(&back)).await
-}
-
-async fn proxied(rig: &Rig, path: &str, headers: &[(&str, &str)]) -> TestResponse {
-    let mut request = Request::builder()
-        .method(Method::GET)
-        .uri(format!("{}{path}", rig.bearerd.proxy("hotel")));
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    send(request.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap()
-}
-
-/// A POST with a chunked body: the fast path hands it to hyper, so this is hyper's routing.
-async fn proxied_chunked(rig: &Rig, path: &str, property: &str) -> TestResponse {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = rig.bearerd.proxy("hotel").replace("http://", "");
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-Property-ID: {property}\r\n\
-         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status: u16 = head[9..12].parse().unwrap();
-    // The upstream's answer is sent with a length (whole JSON); ours too.
-    TestResponse {
-        status: StatusCode::from_u16(status).unwrap(),
-        version: http::Version::HTTP_11,
-        headers: Default::default(),
-        body: Bytes::from(body.to_owned()),
-    }
-}
-
-/// The first 200 that `bearerd` answers for `property` (waiting up to 10 s for it to route).
-async fn routed_by(bearerd: &Bearerd, property: &str) -> TestResponse {
-    let what = format!("{} routes {property}", bearerd.admin);
-    support::eventually(Duration::from_secs(10), &what, || {
-        let url = format!("{}/x", bearerd.proxy("hotel"));
-        async move {
-            let request = Request::get(url)
-                .header("x-property-id", property)
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            let answer = send(request).await.ok()?;
-            (answer.status == StatusCode::OK).then_some(answer)
-        }
-    })
-    .await
-}
-
-fn user_of(answer: &TestResponse) -> String {
-    answer.json()["user"].as_str().unwrap_or("").to_owned()
+    tenant_rig::cloudbeds_app("", "").await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,9 +15,9 @@ use super::{Admin, AdminConnection};
 use crate::connect::{Pending, tenant_pages};
 use crate::scrub::scrub;
 use crate::secret::SecretString;
-use crate::tenants::list::{ListQuery, describe, page};
+use crate::tenants::list::{ListQuery, page};
 use crate::tenants::{Tenants, valid_id};
-use crate::token::ConnState;
+use crate::token::{ConnState, Connection};
 
 impl Admin {
     /// `GET /connections/NAME/install[?tenant=ID]`: starts the authorization-code flow for
@@ -124,9 +124,9 @@ impl Admin {
     }
 
     pub(super) fn tenant(&self, c: &AdminConnection, id: &str) -> AdminResponse {
-        match c.tenants.as_ref().and_then(|t| t.get(id)) {
-            Some((connection, covers)) => {
-                json_response(StatusCode::OK, &describe(id, &connection, &covers))
+        match find(c, id) {
+            Some((tenants, connection, covers)) => {
+                json_response(StatusCode::OK, &tenants.describe(id, &connection, &covers))
             }
             None => not_found(),
         }
@@ -139,7 +139,7 @@ impl Admin {
         id: &str,
         from_page: bool,
     ) -> AdminResponse {
-        let Some((connection, covers)) = c.tenants.as_ref().and_then(|t| t.get(id)) else {
+        let Some((tenants, connection, covers)) = find(c, id) else {
             return not_found();
         };
         let after = connection.refresh_now().await;
@@ -151,7 +151,7 @@ impl Admin {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        json_response(status, &describe(id, &connection, &covers))
+        json_response(status, &tenants.describe(id, &connection, &covers))
     }
 
     /// `POST .../tenants/ID/disconnect`: as a connection's disconnect, for one tenant.
@@ -202,6 +202,16 @@ impl Admin {
     }
 }
 
-fn tenants_page(c: &AdminConnection) -> String {
+/// App `c`'s tenant `id`: the app's registry, the tenant's cell and the ids it serves.
+pub(super) fn find<'c>(
+    c: &'c AdminConnection,
+    id: &str,
+) -> Option<(&'c Arc<Tenants>, Arc<Connection>, Vec<String>)> {
+    let tenants = c.tenants.as_ref()?;
+    let (connection, covers) = tenants.get(id)?;
+    Some((tenants, connection, covers))
+}
+
+pub(super) fn tenants_page(c: &AdminConnection) -> String {
     format!("/connections/{}/page", c.connection.name)
 }

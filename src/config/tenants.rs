@@ -61,9 +61,10 @@ pub fn check_grant(
                 .into(),
         );
     }
-    if grant == GrantKind::ApiKey {
+    if grant == GrantKind::ApiKey && provider != Provider::Cloudbeds {
         return Err(
-            "tenants with grant = \"api_key\" are not supported yet: use \"authorization_code\""
+            "tenants with grant = \"api_key\" need provider = \"cloudbeds\" (its install \
+             flow delivers a key per property)"
                 .into(),
         );
     }

@@ -73,7 +73,7 @@ pub fn table(
 <input name=\"q\" placeholder=\"tenant id\" value=\"{q}\"> \
 <select name=\"state\"><option value=\"\">any state</option>{options}</select> \
 <button type=\"submit\">Search</button></form>\
-<table><thead><tr><th>Tenant</th><th>State</th><th>Serves</th><th>Token expires</th><th>Last error</th><th></th></tr></thead><tbody>",
+<table><thead><tr><th>Tenant</th><th>State</th><th>Serves</th><th>Token expires (key: last used)</th><th>Last error</th><th></th></tr></thead><tbody>",
         summary.join(", "),
         q = escape(query.q.as_deref().unwrap_or("")),
         options = ConnState::ALL
@@ -112,7 +112,7 @@ pub fn table(
 <td style=\"white-space:nowrap\"><a href=\"/connections/{app_e}/tenants/{id}/connect\">Reconnect</a> {refresh} {disconnect}</td></tr>",
             state_e = escape(state),
             serves = escape(&serves),
-            expires = escape(row["access_expires_at"].as_str().unwrap_or("-")),
+            expires = escape(&expiry_or_last_use(row)),
             error = escape(row["last_error"].as_str().unwrap_or("")),
             refresh = form("refresh", "Refresh"),
             disconnect = form("disconnect", "Disconnect"),
@@ -139,4 +139,14 @@ pub fn table(
         "<p class=\"muted\">Install link for hotel staff: <code>/connections/{app_e}/install</code>. JSON at <a href=\"/connections/{app_e}/tenants\">/connections/{app_e}/tenants</a>. <a href=\"/\">Back to the status page</a></p>"
     ));
     page_with(&format!("{app} tenants"), &body, "")
+}
+
+/// A token's expiry, or for an API key (never expires, SPEC section 10) its last use.
+fn expiry_or_last_use(row: &Value) -> String {
+    if row["credential"] == "api_key" {
+        let used = row["last_used_at"].as_str().unwrap_or("-");
+        format!("API key, last used {used}")
+    } else {
+        row["access_expires_at"].as_str().unwrap_or("-").to_owned()
+    }
 }

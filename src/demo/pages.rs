@@ -1,5 +1,6 @@
-//! The demo provider's HTML: its approval page, its console and its error page. Plain HTML,
-//! every value escaped, no token ever rendered (the console shows generations and expiry).
+//! The demo provider's HTML: its approval page (with the hotel choice), its console (each
+//! grant with its own revoke button) and its error page. Plain HTML, every value escaped, no
+//! token ever rendered (the console shows generations and expiry).
 
 use std::time::Duration;
 
@@ -7,7 +8,10 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
 
-use super::provider::{DemoResponse, Stats};
+use super::clients;
+use super::hotels::{HOTELS, Hotel};
+use super::provider::DemoResponse;
+use super::stats::Stats;
 use crate::connect::pages::escape;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;\
@@ -19,74 +23,143 @@ td{padding:.2rem 1rem .2rem 0}";
 
 /// What the console shows.
 pub struct Console {
-    pub generation: Option<u64>,
-    pub expires_in: Option<Duration>,
+    pub grants: Vec<GrantView>,
     pub stats: Stats,
     pub token_ttl: Duration,
 }
 
-/// The page a hotel user sees when bearerd sends them to connect.
-pub fn approve(redirect_uri: &str, state: &str, challenge: &str, scope: &str) -> DemoResponse {
+/// One grant as the console shows it: never its tokens.
+pub struct GrantView {
+    pub client: &'static str,
+    pub hotel: &'static Hotel,
+    pub generation: u64,
+    pub expires_in: Duration,
+}
+
+/// An authorization request the approval page asks about.
+pub struct Approval<'a> {
+    pub client_id: &'a str,
+    pub redirect_uri: &'a str,
+    pub state: &'a str,
+    pub challenge: &'a str,
+    pub scope: &'a str,
+}
+
+/// The page a hotel user sees when bearerd sends them to connect or install: they choose
+/// which of their hotels the client may access.
+pub fn approve(request: &Approval) -> DemoResponse {
     let hidden = |name: &str, value: &str| {
         format!(
             "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
             escape(value)
         )
     };
+    let choices: String = HOTELS
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            format!(
+                "<p><label><input type=\"radio\" name=\"hotel\" value=\"{id}\" \
+                 id=\"hotel-{id}\"{checked}> <strong>{name}</strong> \
+                 <span class=\"muted\">({id})</span></label></p>",
+                id = escape(h.id),
+                name = escape(h.name),
+                checked = if i == 0 { " checked" } else { "" },
+            )
+        })
+        .collect();
     let body = format!(
-        "<h1>Demo Hotel PMS</h1><div class=\"box\"><p><strong>bearerd demo</strong> asks to \
-         access the data of <strong>Hotel Demo</strong>{scope_text}.</p>\
-         <form method=\"post\" action=\"/authorize\">{}{}{}\
+        "<h1>Demo Hotel PMS</h1><div class=\"box\"><p><strong>{who}</strong> asks to \
+         access the data of one of your hotels{scope_text}. Which one?</p>\
+         <form method=\"post\" action=\"/authorize\">{choices}{}{}{}{}\
          <button type=\"submit\" name=\"decision\" value=\"approve\" id=\"approve\">Approve</button>\
          <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button>\
          </form></div><p class=\"muted\">This is bearerd's simulated provider: nothing leaves \
          this machine.</p>",
-        hidden("redirect_uri", redirect_uri),
-        hidden("state", state),
-        hidden("code_challenge", challenge),
-        scope_text = if scope.is_empty() {
+        hidden("client_id", request.client_id),
+        hidden("redirect_uri", request.redirect_uri),
+        hidden("state", request.state),
+        hidden("code_challenge", request.challenge),
+        who = clients::title(request.client_id),
+        scope_text = if request.scope.is_empty() {
             String::new()
         } else {
-            format!(" (scopes: {})", escape(scope))
+            format!(" (scopes: {})", escape(request.scope))
         },
     );
     page(StatusCode::OK, "Approve bearerd demo", &body, false)
 }
 
-/// The provider's console: the grant as the provider sees it, and a way to revoke it.
+/// The provider's console: each grant as the provider sees it, each with a way to revoke it.
 pub fn console(console: &Console) -> DemoResponse {
-    let grant = match (console.generation, console.expires_in) {
-        (Some(generation), Some(left)) if !left.is_zero() => format!(
-            "<p>Grant active. Access token #{generation} expires in <strong>{}s</strong> \
-             (tokens live {}s; bearerd refreshes them before they expire).</p>",
-            left.as_secs(),
+    let grants: String = console.grants.iter().map(grant_row).collect();
+    let grants = if grants.is_empty() {
+        "<p>No grant: nobody has approved bearerd, or every grant was revoked.</p>".to_owned()
+    } else {
+        format!(
+            "<p>Tokens live {}s; bearerd refreshes them before they expire.</p>\
+             <table>{grants}</table>",
             console.token_ttl.as_secs()
-        ),
-        (Some(generation), _) => {
-            format!("<p>Grant active. Access token #{generation} has expired.</p>")
-        }
-        _ => "<p>No grant: nobody has approved bearerd, or the grant was revoked.</p>".to_owned(),
+        )
     };
-    let s = console.stats;
+    let s = &console.stats;
+    let per_hotel: String = HOTELS
+        .iter()
+        .map(|h| {
+            let c = s.hotels.get(h.id).copied().unwrap_or_default();
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(h.name),
+                c.authorizations,
+                c.refreshes,
+                c.api_calls,
+                c.revocations
+            )
+        })
+        .collect();
     let body = format!(
-        "<h1>Demo provider console</h1><div class=\"box\">{grant}\
-         <form method=\"post\" action=\"/console/revoke\">\
-         <button type=\"submit\" class=\"secondary\" id=\"revoke\">Revoke at provider</button>\
-         </form><p class=\"muted\">Revoking ends the grant as a hotel uninstalling the app \
-         would: bearerd's next refresh is rejected and the connection shows \
-         needs_authorization until you connect again.</p></div>\
-         <table><tr><td>authorizations</td><td>{}</td></tr>\
-         <tr><td>refreshes</td><td>{}</td></tr><tr><td>rejected refreshes</td><td>{}</td></tr>\
-         <tr><td>API calls</td><td>{}</td></tr><tr><td>rejected API calls</td><td>{}</td></tr>\
-         <tr><td>revocations</td><td>{}</td></tr></table>",
+        "<h1>Demo provider console</h1><div class=\"box\">{grants}\
+         <p class=\"muted\">Revoking ends a grant as a hotel uninstalling the app \
+         would: bearerd's next refresh is rejected and that connection (or that hotel of the \
+         app) needs authorization until it is connected again.</p></div>\
+         <table><tr><td></td><td>authorizations</td><td>refreshes</td><td>API calls</td>\
+         <td>revocations</td></tr>{per_hotel}\
+         <tr><td>all hotels</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>\
+         <p class=\"muted\">Rejected: {} refreshes, {} API calls.</p>",
         s.authorizations,
         s.refreshes,
-        s.rejected_refreshes,
         s.api_calls,
-        s.rejected_api_calls,
         s.revocations,
+        s.rejected_refreshes,
+        s.rejected_api_calls,
     );
     page(StatusCode::OK, "Demo provider", &body, true)
+}
+
+/// One grant's line: hotel, client, current token, and its "Revoke at provider" button.
+fn grant_row(grant: &GrantView) -> String {
+    let expiry = if grant.expires_in.is_zero() {
+        "has expired".to_owned()
+    } else {
+        format!(
+            "expires in <strong>{}s</strong>",
+            grant.expires_in.as_secs()
+        )
+    };
+    format!(
+        "<tr id=\"grant-{client}-{hotel}\"><td><strong>{name}</strong></td><td>{who}</td>\
+         <td>access token #{generation} {expiry}</td><td>\
+         <form method=\"post\" action=\"/console/revoke\">\
+         <input type=\"hidden\" name=\"client\" value=\"{client}\">\
+         <input type=\"hidden\" name=\"hotel\" value=\"{hotel}\">\
+         <button type=\"submit\" class=\"secondary revoke\">Revoke at provider</button>\
+         </form></td></tr>",
+        client = escape(grant.client),
+        hotel = escape(grant.hotel.id),
+        name = escape(grant.hotel.name),
+        who = clients::title(grant.client),
+        generation = grant.generation,
+    )
 }
 
 pub fn error(status: StatusCode, message: &str) -> DemoResponse {

@@ -1,23 +1,29 @@
 //! The demo provider: a small OAuth 2.0 authorization server and API that behave like a
 //! real hotel provider, on 127.0.0.1 only, for `bearerd demo`.
 //!
-//! - `GET /authorize` shows an approval page; `POST /authorize` redirects back with a code
-//!   bound to the PKCE challenge and the redirect URI.
-//! - `POST /token` redeems a code (PKCE S256 checked) or a refresh token. Refresh tokens
-//!   rotate: each is single use, and the access token it replaces dies at once.
-//! - `GET /api/...` answers JSON for the current, unexpired access token, 401 otherwise.
+//! - It hosts two hotels ([`hotels`]) and knows two clients: bearerd's single-hotel
+//!   connection and bearerd's app ([`super::clients`]). A grant is one client's access to
+//!   one hotel; approving again replaces that grant's tokens.
+//! - `GET /authorize` shows an approval page where the person chooses the hotel;
+//!   `POST /authorize` redirects back with a code bound to the client, the hotel, the PKCE
+//!   challenge and the redirect URI.
+//! - `POST /token` redeems a code (PKCE S256 checked) or a refresh token; the answer names
+//!   the hotel (`"hotel_id": "1001"`). Refresh tokens rotate per grant: each is single use,
+//!   and the access token it replaces dies at once.
+//! - `GET /api/...` answers JSON about the token's hotel for a current, unexpired access
+//!   token, 401 otherwise.
 //! - `POST /revoke` (RFC 7009) ends the grant, as bearerd's Disconnect asks.
-//! - `GET /` is the provider's console (what it issued, a "Revoke at provider" button);
-//!   `GET /stats` the same counters as JSON.
+//! - `GET /` is the provider's console (each grant, each with a "Revoke at provider"
+//!   button); `GET /stats` the counters as JSON, in total and per hotel.
 //!
 //! It is never started by `bearerd run`: only [`crate::demo`] uses it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -25,12 +31,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use super::clients::{CLIENT_ID, Clients};
+use super::hotels::{self, HOTELS};
 use super::pages;
+use super::stats::{Event, Stats};
 use crate::connect::random_token;
 use crate::serve::ClientBody;
 
-/// The client bearerd is registered as.
-pub const CLIENT_ID: &str = "bearerd-demo";
 /// A code is redeemable this long, once.
 const CODE_LIFETIME: Duration = Duration::from_secs(600);
 /// Request bodies the provider reads at most.
@@ -40,23 +47,27 @@ const MAX_BODY: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct Provider {
     inner: Arc<Mutex<State>>,
-    client_secret: Arc<str>,
+    clients: Arc<Clients>,
     token_ttl: Duration,
 }
 
+/// A grant: which client may access which hotel.
+type GrantKey = (&'static str, &'static str);
+
 struct State {
     codes: HashMap<String, Code>,
-    grant: Option<Grant>,
+    grants: BTreeMap<GrantKey, Grant>,
     stats: Stats,
 }
 
 struct Code {
+    grant: GrantKey,
     redirect_uri: String,
     challenge: String,
     issued: Instant,
 }
 
-/// The hotel's one grant: the tokens that are valid now.
+/// A grant's tokens that are valid now.
 struct Grant {
     access_token: String,
     refresh_token: String,
@@ -64,28 +75,18 @@ struct Grant {
     generation: u64,
 }
 
-/// What the provider has done, for its console and the tests.
-#[derive(Default, Clone, Copy, serde::Serialize)]
-pub struct Stats {
-    pub authorizations: u64,
-    pub refreshes: u64,
-    pub rejected_refreshes: u64,
-    pub api_calls: u64,
-    pub rejected_api_calls: u64,
-    pub revocations: u64,
-}
-
 pub type DemoResponse = Response<Full<Bytes>>;
 
 impl Provider {
-    pub fn new(client_secret: &str, token_ttl: Duration) -> Self {
+    /// A provider whose two clients ([`super::clients`]) have these secrets.
+    pub fn new(client_secret: &str, app_client_secret: &str, token_ttl: Duration) -> Self {
         Self {
             inner: Arc::new(Mutex::new(State {
                 codes: HashMap::new(),
-                grant: None,
+                grants: BTreeMap::new(),
                 stats: Stats::default(),
             })),
-            client_secret: client_secret.into(),
+            clients: Arc::new(Clients::new(client_secret, app_client_secret)),
             token_ttl,
         }
     }
@@ -96,7 +97,7 @@ impl Provider {
     }
 
     pub fn stats(&self) -> Stats {
-        self.state().stats
+        self.state().stats.clone()
     }
 
     /// Serves one request.
@@ -115,7 +116,7 @@ impl Provider {
             (&Method::POST, "/authorize") => self.approve(&form),
             (&Method::POST, "/token") => self.token(&parts.headers, &form),
             (&Method::POST, "/revoke") => self.revoke(&form),
-            (&Method::POST, "/console/revoke") => self.revoke_from_console(),
+            (&Method::POST, "/console/revoke") => self.revoke_from_console(&form),
             (_, p) if p == "/api" || p.starts_with("/api/") => self.api(&parts.headers, p),
             _ => json_answer(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
         }
@@ -125,19 +126,26 @@ impl Provider {
         let state = self.state();
         let now = Instant::now();
         pages::Console {
-            generation: state.grant.as_ref().map(|g| g.generation),
-            expires_in: state
-                .grant
-                .as_ref()
-                .map(|g| g.access_expires.saturating_duration_since(now)),
-            stats: state.stats,
+            grants: state
+                .grants
+                .iter()
+                .filter_map(|(&(client, hotel), g)| {
+                    Some(pages::GrantView {
+                        client,
+                        hotel: hotels::find(hotel)?,
+                        generation: g.generation,
+                        expires_in: g.access_expires.saturating_duration_since(now),
+                    })
+                })
+                .collect(),
+            stats: state.stats.clone(),
             token_ttl: self.token_ttl,
         }
     }
 
     fn authorize_page(&self, query: &HashMap<String, String>) -> DemoResponse {
         let field = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
-        if field("client_id") != CLIENT_ID
+        if Clients::find(field("client_id")).is_none()
             || field("response_type") != "code"
             || field("code_challenge_method") != "S256"
             || field("code_challenge").is_empty()
@@ -146,22 +154,38 @@ impl Provider {
             return pages::error(
                 StatusCode::BAD_REQUEST,
                 "This authorization request is not one the demo provider accepts \
-                 (it wants client_id bearerd-demo, response_type=code and PKCE S256).",
+                 (it wants client_id bearerd-demo or bearerd-demo-app, response_type=code \
+                 and PKCE S256).",
             );
         }
-        pages::approve(
-            field("redirect_uri"),
-            field("state"),
-            field("code_challenge"),
-            field("scope"),
-        )
+        pages::approve(&pages::Approval {
+            client_id: field("client_id"),
+            redirect_uri: field("redirect_uri"),
+            state: field("state"),
+            challenge: field("code_challenge"),
+            scope: field("scope"),
+        })
     }
 
+    /// The approval form's answer. A form without `client_id` or `hotel` (an older page) is
+    /// for [`CLIENT_ID`] and the first hotel.
     fn approve(&self, form: &HashMap<String, String>) -> DemoResponse {
         let field = |name: &str| form.get(name).cloned().unwrap_or_default();
         let redirect_uri = field("redirect_uri");
         let Ok(mut target) = url::Url::parse(&redirect_uri) else {
             return pages::error(StatusCode::BAD_REQUEST, "The redirect URI is not a URL.");
+        };
+        let client = form
+            .get("client_id")
+            .map_or(Some(CLIENT_ID), |c| Clients::find(c));
+        let hotel = form
+            .get("hotel")
+            .map_or(Some(&HOTELS[0]), |h| hotels::find(h));
+        let (Some(client), Some(hotel)) = (client, hotel) else {
+            return pages::error(
+                StatusCode::BAD_REQUEST,
+                "The demo provider knows no such client or hotel.",
+            );
         };
         if form.get("decision").map(String::as_str) == Some("approve") {
             let code = random_token(24);
@@ -173,6 +197,7 @@ impl Provider {
             state.codes.insert(
                 code.clone(),
                 Code {
+                    grant: (client, hotel.id),
                     redirect_uri: redirect_uri.clone(),
                     challenge: field("code_challenge"),
                     issued: now,
@@ -195,9 +220,9 @@ impl Provider {
     }
 
     fn token(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> DemoResponse {
-        if !self.client_authenticated(headers, form) {
+        let Some(client) = self.clients.authenticated(headers, form) else {
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
-        }
+        };
         let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
         let mut state = self.state();
         match field("grant_type") {
@@ -207,25 +232,26 @@ impl Provider {
                 };
                 let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(field("code_verifier")));
                 if code.issued.elapsed() >= CODE_LIFETIME
+                    || code.grant.0 != client
                     || code.redirect_uri != field("redirect_uri")
                     || code.challenge != challenge
                 {
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
                 }
-                state.stats.authorizations += 1;
-                let generation = state.grant.as_ref().map_or(0, |g| g.generation);
-                self.issue(&mut state, generation + 1)
+                state.stats.count(Event::Authorization, code.grant.1);
+                let generation = state.grants.get(&code.grant).map_or(0, |g| g.generation);
+                self.issue(&mut state, code.grant, generation + 1)
             }
             "refresh_token" => {
                 let current = state
-                    .grant
-                    .as_ref()
-                    .filter(|g| g.refresh_token == field("refresh_token"))
-                    .map(|g| g.generation);
+                    .grants
+                    .iter()
+                    .find(|(key, g)| key.0 == client && g.refresh_token == field("refresh_token"))
+                    .map(|(&key, g)| (key, g.generation));
                 match current {
-                    Some(generation) => {
-                        state.stats.refreshes += 1;
-                        self.issue(&mut state, generation + 1)
+                    Some((key, generation)) => {
+                        state.stats.count(Event::Refresh, key.1);
+                        self.issue(&mut state, key, generation + 1)
                     }
                     None => {
                         state.stats.rejected_refreshes += 1;
@@ -238,7 +264,7 @@ impl Provider {
     }
 
     /// A new token pair replaces the grant's: the old access and refresh tokens die now.
-    fn issue(&self, state: &mut State, generation: u64) -> DemoResponse {
+    fn issue(&self, state: &mut State, key: GrantKey, generation: u64) -> DemoResponse {
         let grant = Grant {
             access_token: format!("demo_at_{}", random_token(24)),
             refresh_token: format!("demo_rt_{}", random_token(24)),
@@ -251,45 +277,42 @@ impl Provider {
             "expires_in": self.token_ttl.as_secs().max(1),
             "refresh_token": grant.refresh_token,
             "scope": "reservations.read",
+            "hotel_id": key.1,
         });
-        state.grant = Some(grant);
+        state.grants.insert(key, grant);
         json_answer(StatusCode::OK, &body)
-    }
-
-    fn client_authenticated(
-        &self,
-        headers: &http::HeaderMap,
-        form: &HashMap<String, String>,
-    ) -> bool {
-        let secret = self.client_secret.as_ref();
-        let in_body = form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
-            && form.get("client_secret").map(String::as_str) == Some(secret);
-        let basic = format!("Basic {}", STANDARD.encode(format!("{CLIENT_ID}:{secret}")));
-        let in_header = headers
-            .get(header::AUTHORIZATION)
-            .is_some_and(|v| v.as_bytes() == basic.as_bytes());
-        in_body || in_header
     }
 
     fn revoke(&self, form: &HashMap<String, String>) -> DemoResponse {
         let token = form.get("token").map(String::as_str).unwrap_or_default();
         let mut state = self.state();
-        let matches = state
-            .grant
-            .as_ref()
-            .is_some_and(|g| g.refresh_token == token || g.access_token == token);
-        if matches {
-            state.grant = None;
-            state.stats.revocations += 1;
+        let key = state
+            .grants
+            .iter()
+            .find(|(_, g)| g.refresh_token == token || g.access_token == token)
+            .map(|(&key, _)| key);
+        if let Some(key) = key {
+            state.grants.remove(&key);
+            state.stats.count(Event::Revocation, key.1);
         }
         // RFC 7009: an unknown token is not an error.
         json_answer(StatusCode::OK, &json!({}))
     }
 
-    fn revoke_from_console(&self) -> DemoResponse {
+    /// The console's "Revoke at provider": ends the grants of `client` for `hotel` (a form
+    /// field left out matches every client or every hotel).
+    fn revoke_from_console(&self, form: &HashMap<String, String>) -> DemoResponse {
+        let wanted = |name: &str, value: &str| form.get(name).is_none_or(|w| w == value);
         let mut state = self.state();
-        if state.grant.take().is_some() {
-            state.stats.revocations += 1;
+        let ended: Vec<GrantKey> = state
+            .grants
+            .keys()
+            .filter(|(client, hotel)| wanted("client", client) && wanted("hotel", hotel))
+            .copied()
+            .collect();
+        for key in ended {
+            state.grants.remove(&key);
+            state.stats.count(Event::Revocation, key.1);
         }
         Response::builder()
             .status(StatusCode::SEE_OTHER)
@@ -306,12 +329,12 @@ impl Provider {
             .unwrap_or_default();
         let mut state = self.state();
         let now = Instant::now();
-        let generation = state
-            .grant
-            .as_ref()
-            .filter(|g| g.access_token == presented && g.access_expires > now)
-            .map(|g| g.generation);
-        let Some(generation) = generation else {
+        let current = state
+            .grants
+            .iter()
+            .find(|(_, g)| g.access_token == presented && g.access_expires > now)
+            .and_then(|(&(_, hotel), g)| Some((hotels::find(hotel)?, g.generation)));
+        let Some((hotel, generation)) = current else {
             state.stats.rejected_api_calls += 1;
             let mut answer = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token");
             answer.headers_mut().insert(
@@ -320,18 +343,8 @@ impl Provider {
             );
             return answer;
         };
-        state.stats.api_calls += 1;
-        let body = match path.trim_end_matches('/') {
-            "/api/hotel" => json!({"id": 1001, "name": "Hotel Demo", "city": "Lisbon"}),
-            "/api/reservations" => json!({"reservations": [
-                {"id": "R-1", "guest": "Ada Lovelace", "nights": 2},
-                {"id": "R-2", "guest": "Alan Turing", "nights": 1},
-            ]}),
-            _ => {
-                json!({"path": path, "message": "the demo API has /api/hotel and /api/reservations"})
-            }
-        };
-        let mut answer = json_answer(StatusCode::OK, &body);
+        state.stats.count(Event::ApiCall, hotel.id);
+        let mut answer = json_answer(StatusCode::OK, &hotel.answer(path));
         if let Ok(value) = http::HeaderValue::from_str(&generation.to_string()) {
             answer
                 .headers_mut()

@@ -23,6 +23,8 @@ pub(super) struct Plan {
     /// Theoretical arrival time of the generic-cell-rate check that enforces `burst`.
     tat: Option<Instant>,
     pub paused_until: Option<Instant>,
+    /// No slot before this: the replica has not yet taken its share ([`super::Limiter::hold`]).
+    pub held_until: Option<Instant>,
     /// Counts re-plans, so a waiter can tell that its slot may have moved.
     pub changes: u64,
 }
@@ -37,6 +39,7 @@ impl Plan {
             next_ticket: 0,
             tat: None,
             paused_until: None,
+            held_until: None,
             changes: 0,
         }
     }
@@ -76,7 +79,7 @@ impl Plan {
     pub fn next_slot(&self, arrival: Instant, burst: u32) -> Instant {
         let window = self.window + WINDOW_SLACK;
         let mut slot = arrival;
-        if let Some(until) = self.paused_until {
+        for until in [self.paused_until, self.held_until].into_iter().flatten() {
             slot = slot.max(until);
         }
         if let Some(last) = self.latest(1) {

@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use std::time::Duration;
 
-use super::Limiter;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Limiter, WINDOW, share};
 use crate::store::TokenStore;
 use crate::store::postgres::replicas::HEARTBEAT;
 
@@ -27,7 +30,102 @@ pub fn replica_id() -> String {
     )
 }
 
-/// Runs until `shutdown`, then withdraws this replica so the others take its share.
+/// How long a joining replica holds back after its first heartbeat: until every other
+/// replica has seen it (their next heartbeat, within [`HEARTBEAT`]) and the requests they
+/// sent under their larger shares have left the provider's window.
+pub const JOIN_SETTLE: Duration =
+    Duration::from_millis((HEARTBEAT.as_millis() + WINDOW.as_millis() + SETTLE.as_millis()) as u64);
+/// How long a larger share waits after the heartbeat that first showed it: the replica that
+/// left (its row gone, or not seen for [`crate::store::postgres::replicas::LIVE_WITHIN`])
+/// sent nothing since, and its last requests leave the window meanwhile.
+pub const GROW_SETTLE: Duration =
+    Duration::from_millis((WINDOW.as_millis() + SETTLE.as_millis()) as u64);
+/// Slack for a heartbeat's round trip and the provider's clock.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// A replica's place among the live ones: `(index, live)`.
+pub type View = (usize, usize);
+
+/// When a replica may use the share a heartbeat's view gives it, so that the shares in use
+/// never add up to more than the budget, also while replicas come and go: a smaller share
+/// applies at once; a larger one (a replica left) after [`GROW_SETTLE`]; and a joining
+/// replica sends nothing until [`JOIN_SETTLE`] after its first view. Pure: the heartbeat
+/// loop feeds it views and times and carries out what it says.
+#[derive(Debug, Default)]
+pub struct Pacing {
+    /// The view whose share is in use.
+    applied: Option<View>,
+    /// A larger share waiting for its time.
+    pending: Option<(View, Instant)>,
+}
+
+/// What to do with a heartbeat's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing changes.
+    Keep,
+    /// Use this view's share now (and, when joining, hold until the time).
+    Apply(View, Option<Instant>),
+    /// Use this view's share at the time (the loop calls [`Pacing::due`] then).
+    Later(Instant),
+}
+
+impl Pacing {
+    /// A heartbeat at `now` answered `view`; `rps` is a budget the share is taken of (the
+    /// order of shares is the same for every budget).
+    pub fn on_view(&mut self, view: View, rps: u32, now: Instant) -> Step {
+        let Some(applied) = self.applied else {
+            // Joining: take the share now (nothing goes out before the hold ends), and hold
+            // until the others have made room.
+            self.applied = Some(view);
+            return Step::Apply(view, Some(now + JOIN_SETTLE));
+        };
+        if view == applied {
+            self.pending = None;
+            return Step::Keep;
+        }
+        if rate(rps, view) <= rate(rps, applied) {
+            self.applied = Some(view);
+            self.pending = None;
+            return Step::Apply(view, None);
+        }
+        match self.pending {
+            Some((waiting, at)) if waiting == view => Step::Later(at),
+            _ => {
+                let at = now + GROW_SETTLE;
+                self.pending = Some((view, at));
+                Step::Later(at)
+            }
+        }
+    }
+
+    /// The time a larger share waits for, if any.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.pending.map(|(_, at)| at)
+    }
+
+    /// At `now`: the larger share whose time has come, if any.
+    pub fn due(&mut self, now: Instant) -> Option<View> {
+        let (view, at) = self.pending?;
+        if at > now {
+            return None;
+        }
+        self.pending = None;
+        self.applied = Some(view);
+        Some(view)
+    }
+}
+
+/// Requests per second a view's share allows, in millionths (shares are compared, never
+/// summed).
+fn rate(rps: u32, (index, live): View) -> u128 {
+    let (quota, window) = share(rps, index, live);
+    u128::from(quota) * 1_000_000_000_000 / window.as_nanos().max(1)
+}
+
+/// Runs until `shutdown`, then withdraws this replica so the others take its share. The
+/// limiters start held ([`Limiter::hold`], by the app) until the first heartbeat says
+/// whether the store has replicas at all.
 pub async fn keep_shares(
     store: Arc<dyn TokenStore>,
     replica: String,
@@ -37,24 +135,34 @@ pub async fn keep_shares(
     if budgets.is_empty() {
         return;
     }
-    let mut last = None;
+    let mut pacing = Pacing::default();
     let mut ticks = tokio::time::interval(HEARTBEAT);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let due = pacing.next_due();
         tokio::select! {
             _ = ticks.tick() => {}
+            () = sleep_until(due) => {
+                if let Some(view) = pacing.due(Instant::now()) {
+                    apply(&replica, &budgets, view, None);
+                }
+                continue;
+            }
             _ = crate::serve::stopped(&mut shutdown) => break,
         }
         match store.heartbeat(&replica).await {
-            Ok(None) => return,
-            Ok(Some(place)) => {
-                if last != Some(place) {
-                    let (index, live) = place;
-                    tracing::info!(replica = %replica, index, live, "rate limits split across replicas");
-                    for budget in &budgets {
-                        budget.limiter.set_share(budget.rps, index, live);
-                    }
-                    last = Some(place);
+            Ok(None) => {
+                // No replicas (the file store): every limiter keeps its whole budget.
+                for budget in &budgets {
+                    budget.limiter.hold(Some(Instant::now()));
+                }
+                return;
+            }
+            Ok(Some(view)) => {
+                let rps = budgets.first().map_or(1, |b| b.rps);
+                match pacing.on_view(view, rps, Instant::now()) {
+                    Step::Keep | Step::Later(_) => {}
+                    Step::Apply(view, hold) => apply(&replica, &budgets, view, hold),
                 }
             }
             // Keep the last share: a store outage must not hand every replica the whole budget.
@@ -63,7 +171,199 @@ pub async fn keep_shares(
             }
         }
     }
+    // Nothing more goes out from here (requests still waiting are refused with a short
+    // Retry-After) before the others learn that this replica left and take its share.
+    for budget in &budgets {
+        budget.limiter.hold(None);
+    }
     if let Err(error) = store.leave(&replica).await {
         tracing::warn!(%error, "could not withdraw this replica from the store");
+    }
+}
+
+/// Sets every limiter's share for `view`, held until `hold` when joining.
+fn apply(replica: &str, budgets: &[Budget], (index, live): View, hold: Option<Instant>) {
+    tracing::info!(replica = %replica, index, live, "rate limits split across replicas");
+    for budget in budgets {
+        budget.limiter.set_share(budget.rps, index, live);
+        if let Some(until) = hold {
+            budget.limiter.hold(Some(until));
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_joining_replica_holds_until_the_others_made_room() {
+        let mut pacing = Pacing::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            pacing.on_view((0, 3), 10, t0),
+            Step::Apply((0, 3), Some(t0 + JOIN_SETTLE))
+        );
+        assert!(JOIN_SETTLE > HEARTBEAT + WINDOW);
+        // The same view again changes nothing.
+        assert_eq!(pacing.on_view((0, 3), 10, t0 + HEARTBEAT), Step::Keep);
+    }
+
+    #[test]
+    fn a_smaller_share_applies_at_once_a_larger_one_after_the_window() {
+        let mut pacing = Pacing::default();
+        let t0 = Instant::now();
+        pacing.on_view((0, 2), 10, t0);
+        // A third replica joined: 5 -> 4, at once.
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(pacing.on_view((0, 3), 10, t1), Step::Apply((0, 3), None));
+        // It left: 4 -> 5 only after GROW_SETTLE from the first sight, not restarted by the
+        // next heartbeat showing the same.
+        let t2 = t1 + Duration::from_secs(5);
+        assert_eq!(
+            pacing.on_view((0, 2), 10, t2),
+            Step::Later(t2 + GROW_SETTLE)
+        );
+        assert_eq!(
+            pacing.on_view((0, 2), 10, t2 + HEARTBEAT),
+            Step::Later(t2 + GROW_SETTLE)
+        );
+        assert_eq!(pacing.due(t2 + HEARTBEAT), None);
+        assert_eq!(pacing.next_due(), Some(t2 + GROW_SETTLE));
+        assert_eq!(pacing.due(t2 + GROW_SETTLE), Some((0, 2)));
+        assert_eq!(pacing.next_due(), None);
+        assert_eq!(pacing.on_view((0, 2), 10, t2 + GROW_SETTLE), Step::Keep);
+    }
+
+    #[test]
+    fn a_larger_share_still_waiting_gives_way_to_a_smaller_one() {
+        let mut pacing = Pacing::default();
+        let t0 = Instant::now();
+        pacing.on_view((0, 3), 10, t0);
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(matches!(pacing.on_view((0, 2), 10, t1), Step::Later(_)));
+        // Another joined before the larger share was taken: the share stays as it is.
+        assert_eq!(pacing.on_view((0, 3), 10, t1 + HEARTBEAT), Step::Keep);
+        assert_eq!(pacing.next_due(), None);
+        assert_eq!(pacing.due(t1 + Duration::from_secs(60)), None);
+    }
+
+    /// The shares in use never add up to more than the budget: three replicas start a few
+    /// hundred ms apart with heartbeats at their own phases, one joins later and one is
+    /// killed; at every 10 ms step, the sum of the rates in use (a held replica uses none)
+    /// stays within `rps`, counting a replica's old rate for a window after it shrank (its
+    /// requests are still in the provider's window).
+    #[test]
+    fn shares_in_use_never_exceed_the_budget_while_replicas_come_and_go() {
+        let rps = 10;
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // (id, starts, stops): ids order the replicas as the store does.
+        let replicas: [(u8, u64, u64); 4] = [
+            (1, 0, 60_000),
+            (3, 130, 30_000),
+            (2, 270, 60_000),
+            (0, 12_340, 60_000),
+        ];
+        struct Sim {
+            pacing: Pacing,
+            /// (rate, from, until) of the shares it used, and its hold.
+            used: Vec<(u128, Instant, Instant)>,
+            current: Option<(u128, Instant)>,
+            held_until: Option<Instant>,
+        }
+        let mut sims: Vec<Sim> = replicas
+            .iter()
+            .map(|_| Sim {
+                pacing: Pacing::default(),
+                used: Vec::new(),
+                current: None,
+                held_until: None,
+            })
+            .collect();
+        let live_at = |t: u64| -> Vec<u8> {
+            let mut ids: Vec<u8> = replicas
+                .iter()
+                // Seen within LIVE_WITHIN (3 s) of a kill; a start shows at once.
+                .filter(|(_, start, stop)| *start <= t && t < stop + 3_000)
+                .map(|(id, ..)| *id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let end = 60_000;
+        for step in (0..end).step_by(10) {
+            let now = ms(step);
+            for (i, (id, start, stop)) in replicas.iter().enumerate() {
+                let sim = &mut sims[i];
+                if step < *start || step >= *stop {
+                    if step == *stop
+                        && let Some((rate, from)) = sim.current.take()
+                    {
+                        sim.used.push((rate, from, now));
+                    }
+                    continue;
+                }
+                let set = |sim: &mut Sim, view: View| {
+                    let rate = rate(rps, view);
+                    if let Some((old, from)) = sim.current.take() {
+                        sim.used.push((old, from, now));
+                    }
+                    sim.current = Some((rate, now));
+                };
+                if let Some(view) = sim.pacing.due(now) {
+                    set(sim, view);
+                }
+                // Heartbeats every second from the start, at the replica's own phase.
+                if (step - start) % 1_000 == 0 {
+                    let live = live_at(step);
+                    let index = live.iter().position(|x| x == id).unwrap();
+                    match sim.pacing.on_view((index, live.len()), rps, now) {
+                        Step::Apply(view, hold) => {
+                            set(sim, view);
+                            if hold.is_some() {
+                                sim.held_until = hold;
+                            }
+                        }
+                        Step::Keep | Step::Later(_) => {}
+                    }
+                }
+            }
+        }
+        for sim in &mut sims {
+            if let Some((rate, from)) = sim.current.take() {
+                sim.used.push((rate, from, ms(end)));
+            }
+        }
+        let budget = rate(rps, (0, 1));
+        for step in (0..end).step_by(10) {
+            let now = ms(step);
+            let total: u128 = sims
+                .iter()
+                .map(|sim| {
+                    if sim.held_until.is_some_and(|h| now < h) {
+                        return 0;
+                    }
+                    // A rate counts from when it was set until a window after it ended.
+                    sim.used
+                        .iter()
+                        .filter(|(_, from, until)| *from <= now && now < *until + WINDOW)
+                        .map(|(rate, ..)| *rate)
+                        .max()
+                        .unwrap_or(0)
+                })
+                .sum();
+            assert!(
+                total <= budget,
+                "at {step} ms the shares in use add up to {total} > {budget}"
+            );
+        }
     }
 }

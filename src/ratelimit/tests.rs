@@ -451,3 +451,40 @@ async fn waiters_a_pause_pushes_past_max_wait_leave_and_the_rest_go_after_it() {
     }
     assert_eq!((went, refused), (2, 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_held_limiter_lets_nothing_go_and_refuses_soon_when_held_until_further_notice() {
+    let limiter = Limiter::new(&config(10, 10, Over::Wait, Duration::from_secs(5)));
+    limiter.hold(None);
+    assert!(limiter.held());
+    let now = Instant::now();
+    // Held until further notice: refused at once, with a short Retry-After (not the hour).
+    let Admission::Reject { retry_after } = limiter.admit(now, Duration::from_secs(5)) else {
+        panic!("a request went out while held");
+    };
+    assert!(retry_after <= Duration::from_secs(2), "{retry_after:?}");
+    // Held until a known time within max_wait: the request waits for it.
+    let until = now + Duration::from_millis(2_250);
+    limiter.hold(Some(until));
+    assert_eq!(slot(limiter.admit(now, Duration::from_secs(5)), now), until);
+    // Released: the next request goes at once, after the one already planned.
+    limiter.hold(Some(now));
+    assert!(!limiter.held());
+    assert_eq!(limiter.admit(now, Duration::from_secs(5)), Admission::Now);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_request_moves_with_the_hold() {
+    let limiter = Limiter::new(&config(10, 10, Over::Wait, Duration::from_secs(5)));
+    let now = Instant::now();
+    limiter.hold(Some(now + Duration::from_secs(2)));
+    let tickets = queue(&limiter, now, 3);
+    assert!(
+        planned(&limiter, &tickets)
+            .iter()
+            .all(|&at| at >= now + Duration::from_secs(2))
+    );
+    // Released early: the waiting requests are re-planned from now.
+    limiter.hold(Some(now));
+    assert!(planned(&limiter, &tickets).iter().all(|&at| at == now));
+}

@@ -371,6 +371,10 @@ impl TokenStore for PgStore {
         Some(self.changes.subscribe())
     }
 
+    fn has_replicas(&self) -> bool {
+        true
+    }
+
     fn heartbeat<'a>(
         &'a self,
         replica: &'a str,

@@ -1,10 +1,12 @@
-//! The install flow's second half for an app (SPEC section 9): redeem the code, learn which
-//! tenant ids the grant covers, and hand the tokens to that tenant's refresher, which writes
-//! them to the store before anything uses them.
+//! The install flow's second half for an app (SPEC section 9): redeem the code (for an app
+//! with `grant = "api_key"`, exchange it for an API key: automatic delivery, SPEC section
+//! 10), learn which tenant ids the grant covers, and hand the tokens or the key to that
+//! tenant's refresher, which writes them to the store before anything uses them.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderName;
 use http::header::{ACCEPT, AUTHORIZATION};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use serde_json::Value;
@@ -13,8 +15,9 @@ use tokio::sync::oneshot;
 use super::{Tenants, ids};
 use crate::config::Provider;
 use crate::secret::SecretString;
+use crate::token::Command;
+use crate::token::keys::credential_value;
 use crate::token::oauth::GrantRequest;
-use crate::token::{Command, bearer_header};
 
 /// Longest the callback waits for the tenant's refresher to store the grant.
 const STORE_WAIT: Duration = Duration::from_secs(60);
@@ -48,11 +51,9 @@ impl Tenants {
             .endpoint
             .clone()
             .ok_or("the app's client credentials are unavailable")?;
-        let request = GrantRequest::AuthorizationCode {
-            code,
-            verifier,
-            redirect_uri,
-        };
+        // Automatic delivery (SPEC section 10): the same code, exchanged for an API key.
+        let keys = self.delivers_keys();
+        let request = GrantRequest::code(keys, code, verifier, redirect_uri);
         let set = endpoint
             .request(request, &[])
             .await
@@ -61,7 +62,9 @@ impl Tenants {
         let mut serves = ids::covered_ids(self.provider, self.claim.as_deref(), &facts)?;
         let mut titles = Vec::new();
         if serves.is_empty() && self.provider == Provider::Cloudbeds {
-            titles = self.ask_hotels(&set.access_token).await;
+            // A key goes in its own header, a token in `Authorization`.
+            let header = keys.then(|| self.blueprint.keys.header.clone()).flatten();
+            titles = self.ask_hotels(&set.access_token, header.as_ref()).await;
             serves = titles.iter().map(|(id, _)| id.clone()).collect();
         }
         let id = match (hint, serves.first()) {
@@ -121,15 +124,20 @@ impl Tenants {
 
     /// Cloudbeds: the properties a new credential serves, from `getHotels` (an API-key
     /// delivery names none in its answer). Empty when the call fails.
-    async fn ask_hotels(&self, access_token: &SecretString) -> Vec<(String, Option<String>)> {
+    async fn ask_hotels(
+        &self,
+        credential: &SecretString,
+        key_header: Option<&HeaderName>,
+    ) -> Vec<(String, Option<String>)> {
         let Ok(url) = self.upstream.join("/api/v1.3/getHotels") else {
             return Vec::new();
         };
-        let Some(header) = bearer_header(access_token) else {
+        let Some(value) = credential_value(credential, key_header) else {
             return Vec::new();
         };
+        let name = key_header.cloned().unwrap_or(AUTHORIZATION);
         let request = http::Request::get(url.as_str())
-            .header(AUTHORIZATION, header)
+            .header(name, value)
             .header(ACCEPT, "application/json")
             .body(Either::Left(Full::new(Bytes::new())));
         let Ok(request) = request else {

@@ -1,5 +1,6 @@
 //! Listing an app's tenants for the admin API and the tenant page (SPEC section 9):
-//! filtered by state and a search text, in pages of at most [`MAX_PAGE`], with a cursor.
+//! filtered by state and a search text, in pages of at most [`MAX_PAGE`], with a cursor;
+//! one tenant's public status (with an API key's last use, SPEC section 10).
 
 use serde_json::{Value, json};
 
@@ -61,7 +62,7 @@ pub fn page(tenants: &Tenants, query: &ListQuery) -> (Vec<Value>, Option<String>
         {
             continue;
         }
-        let shown = describe(&id, &connection, &covers);
+        let shown = tenants.describe(&id, &connection, &covers);
         if let Some(state) = &query.state
             && shown["state"] != state.as_str()
         {
@@ -79,9 +80,18 @@ pub fn page(tenants: &Tenants, query: &ListQuery) -> (Vec<Value>, Option<String>
     (out, next)
 }
 
-/// A tenant's public status: never a token.
-pub fn describe(id: &str, connection: &Connection, covers: &[String]) -> Value {
+impl Tenants {
+    /// A tenant's public status: never a token.
+    pub fn describe(&self, id: &str, connection: &Connection, covers: &[String]) -> Value {
+        describe(id, connection, covers, self.delivers_keys())
+    }
+}
+
+/// A tenant's public status; `keys`: its app's installs deliver API keys. An API key's last
+/// use is shown (SPEC section 10: Cloudbeds deletes keys unused for 30 days).
+fn describe(id: &str, connection: &Connection, covers: &[String], keys: bool) -> Value {
     let s = connection.snapshot();
+    let is_key = s.is_key();
     let covers = if covers.is_empty() {
         vec![id.to_owned()]
     } else {
@@ -96,5 +106,7 @@ pub fn describe(id: &str, connection: &Connection, covers: &[String]) -> Value {
         "access_expires_at": s.expires_at_wall.map(rfc3339),
         "last_refresh_at": s.last_refresh.map(rfc3339),
         "last_error": s.last_error,
+        "credential": if is_key || keys { "api_key" } else { "token" },
+        "last_used_at": is_key.then(|| connection.last_used()).flatten().map(rfc3339),
     })
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderName, HeaderValue};
 use url::Url;
 
+use super::oauth::GrantRequest;
 use super::refresher::Grant;
 use super::state::ConnState;
 use super::{TokenState, bearer_header};
@@ -164,6 +165,31 @@ pub fn configured_state(c: &ConnectionConfig) -> Option<(TokenState, Grant)> {
     match TokenState::with_key(header, key, 1) {
         Some(state) => Some((state, Grant::ApiKey)),
         None => misconfigured("api_key: not a value a header can carry".into()),
+    }
+}
+
+impl<'a> GrantRequest<'a> {
+    /// The exchange of an authorization code: for an API key when the connection's (or
+    /// app's) flow delivers keys (`grant = "api_key"`), else for tokens.
+    pub fn code(
+        key: bool,
+        code: &'a SecretString,
+        verifier: &'a SecretString,
+        redirect_uri: &'a str,
+    ) -> Self {
+        if key {
+            Self::ApiKeyCode {
+                code,
+                verifier,
+                redirect_uri,
+            }
+        } else {
+            Self::AuthorizationCode {
+                code,
+                verifier,
+                redirect_uri,
+            }
+        }
     }
 }
 

@@ -169,9 +169,10 @@ impl Refresher {
         }
     }
 
-    /// Holds API keys as `settings` say (a connection that cannot hold keys has none).
-    pub fn with_keys(mut self, settings: KeySettings) -> Self {
-        self.keys = KeyRuntime::new(settings);
+    /// Holds API keys as `settings` say (a connection that cannot hold keys has none). An
+    /// app's tenants share one `Arc` of their app's settings.
+    pub fn with_keys(mut self, settings: impl Into<Arc<KeySettings>>) -> Self {
+        self.keys = KeyRuntime::new(settings.into());
         self
     }
 

@@ -30,6 +30,7 @@ async fn the_connect_flow_delivers_a_key_that_is_stored_sealed_and_used() {
         upstream: upstream.clone(),
         dir: dir.clone(),
         bearerd,
+        config: config.clone(),
     };
     let page = connect(&rig).await;
     assert_eq!(page.status, 200, "{}", page.text());

@@ -220,7 +220,7 @@ async fn a_key_that_cannot_be_saved_stays_pending_and_unused_until_it_is() {
 }
 
 #[tokio::test]
-async fn an_app_of_many_tenants_cannot_migrate_yet() {
+async fn an_app_of_many_tenants_is_migrated_tenant_by_tenant() {
     let (tokens, upstream) = cloudbeds(Duration::from_secs(3600)).await;
     let dir = temp_store_dir("migrate-app");
     let config = stored("authorization_code", &tokens, &upstream, &dir, "").replace(
@@ -234,7 +234,7 @@ async fn an_app_of_many_tenants_cannot_migrate_yet() {
         answer.json()["detail"]
             .as_str()
             .unwrap()
-            .contains("tenants")
+            .contains("/connections/hotel/tenants/ID/migrate")
     );
     assert_eq!(tokens.token_requests(), 0);
     bearerd.app.shutdown().await;

@@ -122,18 +122,7 @@ pub async fn proxied(bearerd: &Bearerd, path: &str, headers: &[(&str, &str)]) ->
         .unwrap()
 }
 
-/// The values of header `name` the upstream echoed.
-pub fn echoed(response: &TestResponse, name: &str) -> Vec<String> {
-    response.json()["headers"][name]
-        .as_array()
-        .map(|values| {
-            values
-                .iter()
-                .map(|v| v.as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use crate::support::upstream::echoed;
 
 /// `POST path` on the admin listener (no body).
 pub async fn admin_post(bearerd: &Bearerd, path: &str) -> TestResponse {

@@ -16,6 +16,8 @@ pub struct Rig {
     pub upstream: Upstream,
     pub dir: std::path::PathBuf,
     pub bearerd: Bearerd,
+    /// The config bearerd was started with (to start it again on the same store).
+    pub config: String,
 }
 
 /// How a test's bearerd differs from the default rig.
@@ -31,6 +33,8 @@ pub struct Options<'a> {
     pub admin_token: Option<&'a str>,
     /// The connection's `probe` path; `/userinfo` when `None`.
     pub probe: Option<&'a str>,
+    /// The connection's `grant`; `authorization_code` when empty.
+    pub grant: &'a str,
 }
 
 pub async fn rig_with(options: Options<'_>) -> Rig {
@@ -55,6 +59,10 @@ pub async fn rig_with(options: Options<'_>) -> Rig {
     let probe = options.probe.unwrap_or("/userinfo");
     let extra = format!("probe = \"{probe}\"\n{revoke}\n{}", options.extra);
     let mut config = ac_config("hotel", provider, &tokens, &upstream.url(), &dir, &extra);
+    if !options.grant.is_empty() {
+        let grant = format!("grant = \"{}\"", options.grant);
+        config = config.replace("grant = \"authorization_code\"", &grant);
+    }
     if let Some(token) = options.admin_token {
         config = config.replace("[admin]\n", &format!("[admin]\nauth_token = \"{token}\"\n"));
     }
@@ -71,6 +79,7 @@ pub async fn rig_with(options: Options<'_>) -> Rig {
         upstream,
         dir,
         bearerd,
+        config,
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod bearerd;
 pub mod connect_rig;
 pub mod raw_upstream;
+pub mod tenant_rig;
 pub mod token_server;
 pub mod upstream;
 

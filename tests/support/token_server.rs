@@ -93,6 +93,8 @@ struct State {
     key_exchanges: usize,
     keys_invalidated_by_refresh: usize,
     keys_lapsed: usize,
+    /// Key grants answer without `resources[]`.
+    keys_name_no_property: bool,
     /// Cloudbeds mode: the property ids each user's grants cover (`resources[]`); a user
     /// not listed gets property `1`.
     properties: HashMap<String, Vec<String>>,

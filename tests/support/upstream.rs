@@ -21,12 +21,18 @@
 //!   [`Upstream::app_state_gets`];
 //! * `POST /api/v1.2/access_token_check`: `{"success":true}` for a live credential, counted
 //!   by [`Upstream::token_checks`];
+//! * `GET /api/v1.3/getHotels`: the echo plus Cloudbeds' `"success":true` and `"data"`: one
+//!   `{"propertyID","propertyName"}` per property of the credential's user
+//!   ([`TokenServer::properties_of`]);
 //! * anything else: a JSON echo of the request (body hashed while streaming), whose `"user"` is
-//!   the user of the presented token (or null).
+//!   the user of the presented token or key (or null).
 //!
 //! A request with `x-api-key` and no bearer token is checked with
 //! [`TokenServer::validate_key`] instead; a dead key gets Cloudbeds' 401
-//! `{"type":"unauthorized",...}` (PROVIDERS.md section 1).
+//! `{"type":"unauthorized",...}` (PROVIDERS.md section 1). A live key sent with an
+//! `X-PROPERTY-ID` naming a property its user's grant does not cover (when the test gave the
+//! user properties) gets Cloudbeds' HTTP 200 `success:false` "None of the included property
+//! id's match", as a key used for another hotel would.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -55,6 +61,7 @@ const CHUNK: u64 = 64 * 1024;
 const APP_STATE: &str = "/api/v1.3/postAppState";
 const GET_APP_STATE: &str = "/api/v1.3/getAppState";
 const TOKEN_CHECK: &str = "/api/v1.2/access_token_check";
+const GET_HOTELS: &str = "/api/v1.3/getHotels";
 
 /// The deterministic pattern served by `/bytes/N`: byte i is `(i % 251) as u8`.
 pub fn pattern_bytes(len: usize) -> Vec<u8> {
@@ -208,7 +215,37 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
     let path = req.uri().path().to_owned();
     let token = bearer(&req).map(str::to_owned);
     let tokens = inner.tokens.as_ref();
-    let user = tokens.zip(token.as_deref()).and_then(|(t, b)| t.user_of(b));
+    let user = match (&key, tokens) {
+        (Some(key), Some(t)) => t.user_of_key(key),
+        (None, Some(t)) => token.as_deref().and_then(|b| t.user_of(b)),
+        _ => None,
+    };
+    if key.is_some()
+        && let (Some(t), Some(user)) = (tokens, &user)
+        && let Some(named) = req.headers().get("x-property-id")
+    {
+        let covered = t.properties_of(user);
+        let named = String::from_utf8_lossy(named.as_bytes()).into_owned();
+        if !named
+            .split(',')
+            .all(|id| covered.iter().any(|c| c == id.trim()))
+        {
+            return Ok(json_resp(
+                StatusCode::OK,
+                &json!({"success": false, "message": "None of the included property id's match the access_token user's property id"}),
+            ));
+        }
+    }
+    let hotels = (path == GET_HOTELS).then(|| {
+        let properties = match (tokens, &user) {
+            (Some(t), Some(user)) => t.properties_of(user),
+            _ => vec!["1".to_owned()],
+        };
+        properties
+            .iter()
+            .map(|id| json!({"propertyID": id, "propertyName": format!("Hotel {id}")}))
+            .collect::<Vec<_>>()
+    });
     if let Some(n) = path.strip_prefix("/bytes/") {
         let Ok(total) = n.parse::<u64>() else {
             return Ok(json_resp(
@@ -231,7 +268,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
             ));
         };
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        return echo(req, user).await;
+        return echo(req, user, None).await;
     }
     if let Some(code) = path.strip_prefix("/status/") {
         return Ok(
@@ -310,7 +347,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
             })
         }
         "/hop" => {
-            let mut r = echo(req, user).await?;
+            let mut r = echo(req, user, None).await?;
             let h = r.headers_mut();
             for (name, value) in [
                 ("x-hop", "1"),
@@ -326,12 +363,17 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, BoxEr
             }
             Ok(r)
         }
-        _ => echo(req, user).await,
+        _ => echo(req, user, hotels).await,
     }
 }
 
-/// JSON description of the request; the body is hashed as its chunks arrive.
-async fn echo(req: Request<Incoming>, user: Option<String>) -> Result<Resp, BoxError> {
+/// JSON description of the request; the body is hashed as its chunks arrive. `hotels`: a
+/// `getHotels` answer's `data`, added with `"success": true`.
+async fn echo(
+    req: Request<Incoming>,
+    user: Option<String>,
+    hotels: Option<Vec<Value>>,
+) -> Result<Resp, BoxError> {
     let (parts, mut body) = req.into_parts();
     let mut hasher = Sha256::new();
     let mut len: u64 = 0;
@@ -351,7 +393,7 @@ async fn echo(req: Request<Incoming>, user: Option<String>) -> Result<Resp, BoxE
             values.push(value);
         }
     }
-    let body = json!({
+    let mut body = json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": parts.uri.query(),
@@ -361,7 +403,24 @@ async fn echo(req: Request<Incoming>, user: Option<String>) -> Result<Resp, BoxE
         "body_sha256": super::hex(&hasher.finalize()),
         "user": user,
     });
+    if let Some(hotels) = hotels {
+        body["success"] = json!(true);
+        body["data"] = Value::Array(hotels);
+    }
     Ok(json_resp(StatusCode::OK, &body))
+}
+
+/// The values of header `name` in the upstream's echo of a request.
+pub fn echoed(response: &super::TestResponse, name: &str) -> Vec<String> {
+    response.json()["headers"][name]
+        .as_array()
+        .map(|values| {
+            values
+                .iter()
+                .map(|v| v.as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Streams `total` bytes of [`pattern_bytes`] in 64 KiB frames.

@@ -94,19 +94,7 @@ impl Refresher {
         };
         let (lock, stored_generation) = self.lock_for_new_grant().await?;
         let started = Instant::now();
-        let request = if self.delivers_keys() {
-            GrantRequest::ApiKeyCode {
-                code,
-                verifier,
-                redirect_uri,
-            }
-        } else {
-            GrantRequest::AuthorizationCode {
-                code,
-                verifier,
-                redirect_uri,
-            }
-        };
+        let request = GrantRequest::code(self.delivers_keys(), code, verifier, redirect_uri);
         let result = endpoint.request(request, &[]).await;
         let outcome = result
             .as_ref()
@@ -115,22 +103,18 @@ impl Refresher {
             .metrics
             .refresh(Trigger::Connect, outcome, started.elapsed());
         let set = result.map_err(|failure| failure.to_string())?;
-        if self.delivers_keys() {
-            // Automatic delivery: the answer's access_token is a long-lived key.
-            let generation = stored_generation.max(self.connection.cell.load().generation) + 1;
-            self.authorizing = None;
-            return if self.install_key(set.access_token, lock, generation).await {
-                Ok(generation)
-            } else {
-                Err("the new API key could not be saved".into())
-            };
-        }
         let covers = self.covers.clone();
+        if self.delivers_keys() {
+            return self
+                .take_delivered_key(set, covers, lock, stored_generation)
+                .await;
+        }
         self.take_grant(set, covers, lock, stored_generation).await
     }
 
-    /// A tenant's install: tokens the install flow already got (it had to read them to learn
-    /// the tenant), installed as a new grant serving `covers`.
+    /// A tenant's install: tokens (or, for an app with `grant = "api_key"`, a delivered key)
+    /// the install flow already got (it had to read them to learn the tenant), installed as
+    /// a new grant serving `covers`.
     pub(super) async fn install_grant(
         &mut self,
         set: TokenSet,
@@ -140,6 +124,11 @@ impl Refresher {
         self.connection
             .metrics
             .refresh(Trigger::Connect, Outcome::Ok, std::time::Duration::ZERO);
+        if self.delivers_keys() {
+            return self
+                .take_delivered_key(set, covers, lock, stored_generation)
+                .await;
+        }
         self.take_grant(set, covers, lock, stored_generation).await
     }
 

@@ -3,6 +3,7 @@
 //! key. A key is never refreshed: once the refresher holds one ([`Grant::ApiKey`]) it sends
 //! no token request for the connection, whatever asks.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::CONTENT_TYPE;
@@ -13,10 +14,10 @@ use super::{Grant, Refresher};
 use crate::metrics::Trigger;
 use crate::secret::SecretString;
 use crate::store::{Credential, Record, StoreLock};
-use crate::token::TokenState;
 use crate::token::keys::{KEY_REJECTED, KeySettings, keepalive_due, key_header, until};
 use crate::token::oauth::{GrantRequest, TokenFailure};
 use crate::token::state::{ConnState, Outcome};
+use crate::token::{TokenSet, TokenState};
 
 /// A stored key's last use is written at most this often (it is read before a keep-alive,
 /// so other replicas do not call for a key this one keeps busy).
@@ -38,9 +39,9 @@ pub enum MigrateError {
 /// Key settings and the keep-alive's bookkeeping.
 #[derive(Default)]
 pub(super) struct KeyRuntime {
-    /// Boxed: most refreshers (every tenant of an OAuth app) hold no key, and this struct
-    /// is in each of them.
-    settings: Option<Box<KeySettings>>,
+    /// Shared: an app's tenants hold one `Arc` of the app's settings, and this struct is in
+    /// each of them.
+    settings: Option<Arc<KeySettings>>,
     /// The last use written to the store.
     persisted: Option<SystemTime>,
     /// When last use was last written (or the key installed).
@@ -50,9 +51,9 @@ pub(super) struct KeyRuntime {
 }
 
 impl KeyRuntime {
-    pub(super) fn new(settings: KeySettings) -> Self {
+    pub(super) fn new(settings: Arc<KeySettings>) -> Self {
         Self {
-            settings: Some(Box::new(settings)),
+            settings: Some(settings),
             ..Self::default()
         }
     }
@@ -331,6 +332,26 @@ impl Refresher {
         next.last_refresh = previous.last_refresh;
         self.connection.publish(next);
         true
+    }
+
+    /// Automatic delivery (the connect flow, or a tenant's install): the answer's
+    /// access_token is a long-lived key, stored as a generation newer than anything stored
+    /// or held, serving `covers`.
+    pub(super) async fn take_delivered_key(
+        &mut self,
+        set: TokenSet,
+        covers: Vec<String>,
+        lock: Option<Box<dyn StoreLock>>,
+        stored_generation: u64,
+    ) -> Result<u64, String> {
+        self.set_covers(covers);
+        let generation = stored_generation.max(self.connection.cell.load().generation) + 1;
+        self.authorizing = None;
+        if self.install_key(set.access_token, lock, generation).await {
+            Ok(generation)
+        } else {
+            Err("the new API key could not be saved".into())
+        }
     }
 
     /// `POST .../migrate`: exchange the stored refresh token for a key under the store lock,

@@ -179,26 +179,29 @@ pub(super) fn success(inner: &Inner, st: &State, access: &str, refresh: Option<&
         body["refresh_token"] = json!(rt);
     }
     if inner.cfg.cloudbeds {
-        let user = st
-            .access
-            .get(access)
-            .and_then(|a| a.grant)
-            .and_then(|g| st.grant_users.get(&g));
-        let resources = match user.and_then(|u| st.properties.get(u)) {
-            Some(ids) if ids.len() > 1 => {
-                std::iter::once(json!({"type": "association", "id": "group-1"}))
-                    .chain(ids.iter().map(|id| json!({"type": "property", "id": id})))
-                    .collect()
-            }
-            Some(ids) => ids
-                .iter()
-                .map(|id| json!({"type": "property", "id": id}))
-                .collect(),
-            None => vec![json!({"type": "property", "id": "1"})],
-        };
-        body["resources"] = serde_json::Value::Array(resources);
+        let grant = st.access.get(access).and_then(|a| a.grant);
+        body["resources"] = resources(st, grant);
     }
     json_resp(StatusCode::OK, body)
+}
+
+/// Cloudbeds `resources[]` of `grant`: its user's properties (with an `association` entry
+/// for a group grant), property `1` for a user the test gave none.
+pub(super) fn resources(st: &State, grant: Option<u64>) -> serde_json::Value {
+    let user = grant.and_then(|g| st.grant_users.get(&g));
+    let resources = match user.and_then(|u| st.properties.get(u)) {
+        Some(ids) if ids.len() > 1 => {
+            std::iter::once(json!({"type": "association", "id": "group-1"}))
+                .chain(ids.iter().map(|id| json!({"type": "property", "id": id})))
+                .collect()
+        }
+        Some(ids) => ids
+            .iter()
+            .map(|id| json!({"type": "property", "id": id}))
+            .collect(),
+        None => vec![json!({"type": "property", "id": "1"})],
+    };
+    serde_json::Value::Array(resources)
 }
 
 fn refresh(inner: &Inner, presented: &str) -> Resp {

@@ -51,11 +51,12 @@ impl State {
     }
 }
 
-/// The success body of a key grant: the key as `access_token`, nothing that expires.
-fn key_success(inner: &Inner, key: &str) -> Resp {
+/// The success body of a key grant: the key as `access_token`, nothing that expires; in
+/// Cloudbeds mode the grant's `resources[]`, unless deliveries were told to name none.
+fn key_success(inner: &Inner, st: &State, key: &str, grant: u64) -> Resp {
     let mut body = json!({"access_token": key, "token_type": "Bearer"});
-    if inner.cfg.cloudbeds {
-        body["resources"] = json!([{"type": "property", "id": "1"}]);
+    if inner.cfg.cloudbeds && !st.keys_name_no_property {
+        body["resources"] = super::endpoint::resources(st, Some(grant));
     }
     json_resp(StatusCode::OK, body)
 }
@@ -63,7 +64,7 @@ fn key_success(inner: &Inner, key: &str) -> Resp {
 /// Automatic delivery: the code was checked and its grant created by `authorize::exchange`.
 pub(super) fn deliver(inner: &Inner, st: &mut State, grant: u64) -> Resp {
     let key = st.issue_key(Some(grant));
-    key_success(inner, &key)
+    key_success(inner, st, &key, grant)
 }
 
 /// Migration: a live refresh token becomes a key of the same grant. The refresh token stays
@@ -95,7 +96,7 @@ pub(super) fn exchange_refresh(inner: &Inner, presented: Option<&str>) -> Resp {
         };
     };
     let key = st.issue_key(Some(grant));
-    key_success(inner, &key)
+    key_success(inner, &st, &key, grant)
 }
 
 impl TokenServer {
@@ -129,6 +130,29 @@ impl TokenServer {
         entry.last_used = now;
         entry.uses += 1;
         true
+    }
+
+    /// Key grants answer without `resources[]` from now on (an automatic delivery that
+    /// names no property: the client asks `getHotels` with the new key).
+    pub fn keys_name_no_property(&self) {
+        self.st().keys_name_no_property = true;
+    }
+
+    /// The user whose grant the key came from; `None` for unknown keys and keys issued to a
+    /// property directly.
+    pub fn user_of_key(&self, key: &str) -> Option<String> {
+        let st = self.st();
+        let grant = st.keys.get(key)?.grant?;
+        st.grant_users.get(&grant).cloned()
+    }
+
+    /// The properties `user`'s grants cover (`1` for a user the test gave none).
+    pub fn properties_of(&self, user: &str) -> Vec<String> {
+        self.st()
+            .properties
+            .get(user)
+            .cloned()
+            .unwrap_or_else(|| vec!["1".to_owned()])
     }
 
     /// Keys unused this long lapse (`None`: never).
