@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{Admin, AdminConnection};
-use crate::config::{Config, ConnectionConfig, GrantKind, Provider, Revocation};
+use crate::config::{Config, ConnectionConfig, GrantKind, Provider, RateScope, Revocation};
 use crate::discovery;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, h1};
@@ -140,13 +140,15 @@ impl App {
             if let (Some(limiter), Some(limit)) = (&proxy.limiter, &c.rate_limit) {
                 // With replicas, nothing goes out before this one knows its share and the
                 // others have made room for it (`keep_shares`).
-                if store.as_ref().is_some_and(|s| s.has_replicas()) {
-                    limiter.hold(None);
-                }
-                budgets.push(Budget {
+                let budget = Budget {
                     rps: limit.rps,
                     limiter: Arc::clone(limiter),
-                });
+                    tenants: proxy.tenants.clone(),
+                };
+                if store.as_ref().is_some_and(|s| s.has_replicas()) {
+                    budget.each(|l| l.hold(None));
+                }
+                budgets.push(budget);
             }
             // One gate for all workers: the cap counts the listener's connections.
             let gate = Arc::new(Gate::new(config.limits, c.allow_clients.clone()));
@@ -491,6 +493,12 @@ fn build_connection(
         };
         let (connection, _no_commands) =
             Connection::new(c.name.clone(), initial, c.token_wait, app_metrics.clone());
+        let limiter = limiter(c);
+        let per_tenant_limit = limiter.clone().filter(|_| {
+            c.rate_limit
+                .as_ref()
+                .is_some_and(|r| r.per == RateScope::Tenant)
+        });
         let blueprint = Blueprint {
             endpoint,
             revocation: Arc::new(c.revocation.clone()),
@@ -501,6 +509,7 @@ fn build_connection(
             metrics: app_metrics,
             shutdown,
             keys: Arc::new(keys),
+            per_tenant_limit,
         };
         let tenants = Tenants::new(
             c,
@@ -510,7 +519,8 @@ fn build_connection(
             client.clone(),
             settings.token_concurrency,
         );
-        let proxy = proxy(c, connection, client, target, connect_url, Some(tenants));
+        let mut proxy = proxy(c, connection, client, target, connect_url, Some(tenants));
+        proxy.limiter = limiter;
         return Ok((proxy, None));
     }
     let (connection, commands) = Connection::new(
@@ -556,9 +566,15 @@ fn proxy(
         pool: h1::Pool::for_upstream(&c.upstream, c.connect_timeout),
         // The caller sets `[limits]`, which are not per connection.
         limits: Default::default(),
-        limiter: c.rate_limit.as_ref().map(|r| Arc::new(Limiter::new(r))),
+        limiter: limiter(c),
         key_header: c.keys.header.clone(),
     }
+}
+
+/// The connection's rate limit (SPEC section 11). With `per = "tenant"` on an app, this one
+/// admits nothing itself: each tenant gets a copy ([`Limiter::follower`]).
+fn limiter(c: &ConnectionConfig) -> Option<Arc<Limiter>> {
+    c.rate_limit.as_ref().map(|r| Arc::new(Limiter::new(r)))
 }
 
 /// Refresh-token grants and delivered or migrated API keys live in the store; client

@@ -78,6 +78,7 @@ enum OutBody {
 /// body (a buffered one is sent again on a replay; a streamed one only once).
 struct Outgoing<'a> {
     proxy: &'a Proxy,
+    limit: limit::Limit<'a>,
     method: Method,
     uri: http::Uri,
     headers: http::HeaderMap,
@@ -109,7 +110,8 @@ impl replay::Transport for Outgoing<'_> {
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = headers;
         insert_credential(request.headers_mut(), token);
-        let (rejected, answer) = self.proxy.inspect(self.proxy.send(request).await?).await?;
+        let sent = self.proxy.send(self.limit, request).await?;
+        let (rejected, answer) = self.proxy.inspect(sent).await?;
         Ok(replay::Sent { rejected, answer })
     }
 
@@ -174,6 +176,7 @@ impl Proxy {
         prepare(&mut parts, uri, self.target.host());
         let mut outgoing = Outgoing {
             proxy: self,
+            limit: self.limit_for(&granted),
             method: parts.method,
             uri: parts.uri,
             headers: parts.headers,
@@ -242,13 +245,18 @@ impl Proxy {
         }
     }
 
-    async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
-        self.admit().await?;
+    async fn send(
+        &self,
+        limit: limit::Limit<'_>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        self.admit(limit).await?;
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
                 let value = response.headers().get(http::header::RETRY_AFTER);
                 self.throttled(
+                    limit,
                     status,
                     limit::retry_after(status, value.map(|v| v.as_bytes())),
                 );

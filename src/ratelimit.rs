@@ -123,6 +123,23 @@ impl Limiter {
             .is_some_and(|until| until > Instant::now())
     }
 
+    /// A limiter for one tenant of an app whose budget is per tenant (`per = "tenant"`),
+    /// made from the app's (`self`, which admits nothing itself): the same settings, and this
+    /// replica's share and hold as they are now. Later changes reach it through
+    /// [`crate::tenants::Tenants::each_limiter`].
+    pub fn follower(&self) -> Limiter {
+        let plan = self.plan();
+        let mut own = Plan::new(plan.quota, plan.window);
+        own.held_until = plan.held_until;
+        Limiter {
+            burst: self.burst,
+            over: self.over,
+            max_wait: self.max_wait,
+            plan: Mutex::new(own),
+            replanned: watch::channel(0).0,
+        }
+    }
+
     /// This process's quota and window now.
     pub fn share(&self) -> (u32, Duration) {
         let plan = self.plan();

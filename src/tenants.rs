@@ -63,6 +63,9 @@ pub struct Blueprint {
     /// How tenants hold API keys (SPEC section 10): delivered by the install flow
     /// (`grant = "api_key"`) or migrated from a tenant's refresh token. One for all tenants.
     pub keys: Arc<KeySettings>,
+    /// With a budget per tenant (`per = "tenant"`): the app's limiter, which admits nothing
+    /// itself but holds this replica's share, copied into each tenant's own.
+    pub per_tenant_limit: Option<Arc<crate::ratelimit::Limiter>>,
 }
 
 /// Why a request reaches no tenant.
@@ -211,6 +214,27 @@ impl Tenants {
         out
     }
 
+    /// Whether each tenant has a rate limit of its own (`per = "tenant"`).
+    pub fn limits_per_tenant(&self) -> bool {
+        self.blueprint.per_tenant_limit.is_some()
+    }
+
+    /// Applies `change` (a new share, a hold) to the app's per-tenant limit and to every
+    /// tenant's own, under the lock that creating a tenant takes: a tenant made meanwhile
+    /// copies the changed limit or is changed here, never neither.
+    pub fn each_limiter(&self, change: impl Fn(&crate::ratelimit::Limiter)) {
+        let Some(template) = &self.blueprint.per_tenant_limit else {
+            return;
+        };
+        let all = self.lock();
+        change(template);
+        for tenant in all.values() {
+            if let Some(limiter) = tenant.connection.limiter() {
+                change(limiter);
+            }
+        }
+    }
+
     /// One tenant's cell and covered ids.
     pub fn get(&self, id: &str) -> Option<(Arc<Connection>, Vec<String>)> {
         self.lock()
@@ -337,6 +361,9 @@ impl Tenants {
         )
         .with_keys(Arc::clone(&b.keys))
         .for_tenant(Arc::clone(&self.link), Vec::new());
+        if let Some(template) = &b.per_tenant_limit {
+            connection.limit_with(Arc::new(template.follower()));
+        }
         tokio::spawn(refresher.run());
         connection
     }

@@ -184,6 +184,9 @@ pub struct Connection {
     pub metrics: ConnectionMetrics,
     /// Connect, disconnect and the like, for the refresher to carry out.
     commands: mailbox::Mailbox,
+    /// A tenant's own rate limit when its app's budget is per tenant (SPEC section 11);
+    /// unset otherwise (the proxy's limiter applies).
+    limiter: std::sync::OnceLock<Arc<crate::ratelimit::Limiter>>,
     /// When an API key was last handed to a request (Unix seconds; 0: not since start).
     /// Written on the request path (one relaxed store), read by the refresher's keep-alive.
     last_used: AtomicU64,
@@ -210,6 +213,7 @@ impl Connection {
             wait_limit,
             metrics,
             commands: mailbox::Mailbox::default(),
+            limiter: std::sync::OnceLock::new(),
             last_used: AtomicU64::new(0),
         });
         let inbox = Inbox(Arc::clone(&connection));
@@ -249,6 +253,17 @@ impl Connection {
             current.generation
         };
         self.newer_than(generation, false).await
+    }
+
+    /// This grant's own rate limit, if it has one ([`Connection::limit_with`]).
+    pub fn limiter(&self) -> Option<&Arc<crate::ratelimit::Limiter>> {
+        self.limiter.get()
+    }
+
+    /// Gives this grant a rate limit of its own (a tenant of an app limited per tenant);
+    /// the first one given stays.
+    pub fn limit_with(&self, limiter: Arc<crate::ratelimit::Limiter>) {
+        let _ = self.limiter.set(limiter);
     }
 
     /// Records that the key was used now (the keep-alive counts idle time from here).

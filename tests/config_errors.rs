@@ -682,30 +682,6 @@ fn a_malformed_rate_limit_names_its_key() {
 }
 
 #[test]
-fn a_budget_per_tenant_of_an_app_is_refused_naming_rate_limit_per() {
-    let text = format!(
-        r#"{ADMIN}
-[[connection]]
-name = "hotels"
-provider = "cloudbeds"
-listen = "127.0.0.1:0"
-upstream = "https://api.cloudbeds.com"
-grant = "authorization_code"
-client_id = "id"
-client_secret = "secret"
-tenants = "header:X-Property-ID"
-rate_limit = {{ rps = 5, per = "tenant" }}
-"#
-    );
-    let e = error(&text);
-    assert!(e.names("connection[0].rate_limit.per"), "{e}");
-    assert!(e.to_string().contains("not supported yet"), "{e}");
-    // One budget for the app is what Cloudbeds counts, and is accepted.
-    let ok = config(&text.replace("per = \"tenant\"", "per = \"connection\""));
-    assert_eq!(ok.connections[0].rate_limit.unwrap().rps, 5);
-}
-
-#[test]
 fn a_malformed_notify_table_names_its_key_and_not_the_secret() {
     let valid = "whsec_c2VjcmV0LWtleS1mb3ItdGhlLW5vdGlmeS10ZXN0cw==";
     let ok = config(&format!(

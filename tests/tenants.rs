@@ -499,3 +499,75 @@ async fn shutdown_waits_for_a_tenant_refresh_in_flight_to_be_saved() {
     );
     assert_eq!(tokens.successful_refreshes(), 1);
 }
+
+/// `n` requests for `property` at once, on the fast path (`chunked`: through hyper);
+/// returns their statuses.
+async fn at_once(rig: &Rig, property: &str, n: usize, chunked: bool) -> Vec<StatusCode> {
+    let requests = (0..n).map(|_| async {
+        if chunked {
+            proxied_chunked(rig, "/api/v1.3/getReservations", property)
+                .await
+                .status
+        } else {
+            proxied(
+                rig,
+                "/api/v1.3/getReservations",
+                &[("X-Property-ID", property)],
+            )
+            .await
+            .status
+        }
+    });
+    futures_util::future::join_all(requests).await
+}
+
+fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_per_tenant_limits_each_hotel_apart_on_both_paths() {
+    let limit = r#"rate_limit = { rps = 2, per = "tenant", over = "reject" }"#;
+    let rig = tenant_rig::cloudbeds_app("", limit).await;
+    for (user, property) in [("alice", "1001"), ("bob", "1002")] {
+        let answer = install(&rig, user, &[property], "").await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+        routed_by(&rig.bearerd, property).await;
+    }
+    // Past the requests `routed_by` spent: each hotel starts a fresh window.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let first = at_once(&rig, "1001", 3, false).await;
+    let second = at_once(&rig, "1002", 3, true).await;
+    for (property, statuses) in [("1001", &first), ("1002", &second)] {
+        assert_eq!(
+            count(statuses, StatusCode::OK),
+            2,
+            "{property}: {statuses:?}"
+        );
+        assert_eq!(
+            count(statuses, StatusCode::TOO_MANY_REQUESTS),
+            1,
+            "{property}: {statuses:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_per_connection_is_shared_by_an_apps_hotels() {
+    let limit = r#"rate_limit = { rps = 2, per = "connection", over = "reject" }"#;
+    let rig = tenant_rig::cloudbeds_app("", limit).await;
+    for (user, property) in [("alice", "1001"), ("bob", "1002")] {
+        let answer = install(&rig, user, &[property], "").await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+        routed_by(&rig.bearerd, property).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let first = at_once(&rig, "1001", 2, false).await;
+    let second = at_once(&rig, "1002", 2, true).await;
+    assert_eq!(count(&first, StatusCode::OK), 2, "{first:?}");
+    assert_eq!(
+        count(&second, StatusCode::TOO_MANY_REQUESTS),
+        2,
+        "the app's budget was spent by 1001: {second:?}"
+    );
+}

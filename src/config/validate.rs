@@ -514,19 +514,6 @@ fn connection(
     };
     let credentials = credentials(key, raw.client_id.as_ref(), raw.client_secret.as_ref());
     let tenants = app(key, app_settings, grant, provider, problems);
-    if tenants.is_some()
-        && rate_limit
-            .as_ref()
-            .is_some_and(|r| r.per == RateScope::Tenant)
-    {
-        // Refused rather than read as "connection": an operator who asked for a budget per
-        // hotel must not get one shared by all of them without being told.
-        problems.add(
-            k("rate_limit.per"),
-            "\"tenant\" (a budget per tenant of an app) is not supported yet; use \"connection\" \
-             (one budget for the app, as Cloudbeds counts per client id)",
-        );
-    }
     if tenants.is_some() && configured_key {
         // One property's key cannot serve an app's many hotels: each tenant's key comes
         // from its own install.

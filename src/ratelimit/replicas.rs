@@ -12,11 +12,25 @@ use tokio::time::Instant;
 use super::{Limiter, WINDOW, share};
 use crate::store::TokenStore;
 use crate::store::postgres::replicas::HEARTBEAT;
+use crate::tenants::Tenants;
 
-/// One connection's limiter and the budget it splits.
+/// One connection's limiter and the budget it splits; for an app whose budget is per
+/// tenant, its tenants' limiters too.
 pub struct Budget {
     pub rps: u32,
     pub limiter: Arc<Limiter>,
+    pub tenants: Option<Arc<Tenants>>,
+}
+
+impl Budget {
+    /// Applies `change` to every limiter of this budget.
+    pub fn each(&self, change: impl Fn(&Limiter)) {
+        match &self.tenants {
+            // The app's limiter and each tenant's, under the lock creating a tenant takes.
+            Some(tenants) if tenants.limits_per_tenant() => tenants.each_limiter(change),
+            _ => change(&self.limiter),
+        }
+    }
 }
 
 /// A replica id that is unique across restarts: the host (the pod's name in Kubernetes),
@@ -154,7 +168,7 @@ pub async fn keep_shares(
             Ok(None) => {
                 // No replicas (the file store): every limiter keeps its whole budget.
                 for budget in &budgets {
-                    budget.limiter.hold(Some(Instant::now()));
+                    budget.each(|l| l.hold(Some(Instant::now())));
                 }
                 return;
             }
@@ -174,7 +188,7 @@ pub async fn keep_shares(
     // Nothing more goes out from here (requests still waiting are refused with a short
     // Retry-After) before the others learn that this replica left and take its share.
     for budget in &budgets {
-        budget.limiter.hold(None);
+        budget.each(|l| l.hold(None));
     }
     if let Err(error) = store.leave(&replica).await {
         tracing::warn!(%error, "could not withdraw this replica from the store");
@@ -185,10 +199,12 @@ pub async fn keep_shares(
 fn apply(replica: &str, budgets: &[Budget], (index, live): View, hold: Option<Instant>) {
     tracing::info!(replica = %replica, index, live, "rate limits split across replicas");
     for budget in budgets {
-        budget.limiter.set_share(budget.rps, index, live);
-        if let Some(until) = hold {
-            budget.limiter.hold(Some(until));
-        }
+        budget.each(|l| {
+            l.set_share(budget.rps, index, live);
+            if let Some(until) = hold {
+                l.hold(Some(until));
+            }
+        });
     }
 }
 

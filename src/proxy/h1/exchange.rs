@@ -17,6 +17,7 @@ use super::request::Request;
 use super::response::{self, Head};
 use super::{MAX_RESPONSE_HEAD, READ_CHUNK, Scratch, arm, expired, relay, write_problem};
 use crate::metrics::Source;
+use crate::proxy::limit::Limit;
 use crate::proxy::problem::ProxyError;
 use crate::proxy::{Proxy, replay, signals};
 use crate::token::Token;
@@ -66,6 +67,7 @@ async fn exchange(
     let granted = proxy.route(tenant)?;
     let mut outgoing = Outgoing {
         proxy,
+        limit: proxy.limit_for(&granted),
         pool,
         scratch: &mut *scratch,
         body,
@@ -96,6 +98,7 @@ async fn exchange(
 /// (the fast path only takes requests whose body it holds), sent on a pooled connection.
 struct Outgoing<'a> {
     proxy: &'a Proxy,
+    limit: Limit<'a>,
     pool: &'a Pool,
     scratch: &'a mut Scratch,
     body: &'a [u8],
@@ -110,7 +113,14 @@ impl replay::Transport for Outgoing<'_> {
         out.clear();
         self.scratch.head.write_token(token, out);
         out.extend_from_slice(self.body);
-        let (mut upstream, head) = send(self.proxy, self.pool, self.scratch, self.request).await?;
+        let (mut upstream, head) = send(
+            self.proxy,
+            self.limit,
+            self.pool,
+            self.scratch,
+            self.request,
+        )
+        .await?;
         let rejected = rejected(self.proxy, &mut upstream, &head).await?;
         Ok(replay::Sent {
             rejected,
@@ -169,12 +179,13 @@ async fn discard(pool: &Pool, mut upstream: Upstream, head: &Head, now: Instant)
 /// answer is retried once on a new one, for idempotent requests.
 async fn send(
     proxy: &Proxy,
+    limit: Limit<'_>,
     pool: &Pool,
     scratch: &mut Scratch,
     request: &Request,
 ) -> Result<(Upstream, Head), ProxyError> {
     // The turn under the rate limit comes first; the upstream's timeout counts from the send.
-    proxy.admit().await?;
+    proxy.admit(limit).await?;
     let deadline = Instant::now() + proxy.timeout;
     let out = &mut scratch.out;
     let attempts = async {
@@ -187,7 +198,7 @@ async fn send(
                 .map_err(|e| ProxyError::Unreachable(format!("tcp connect error: {e}")))?;
             match round_trip(&mut upstream, out, request.head_method).await {
                 Ok(head) => {
-                    proxy.throttled(head.status, head.retry_after);
+                    proxy.throttled(limit, head.status, head.retry_after);
                     return Ok((upstream, head));
                 }
                 Err(Failure::Stale(_)) if upstream.reused && attempt == 1 && request.idempotent => {
