@@ -3,7 +3,9 @@
 //! token due at once) as the provider sees it.
 //!
 //! `cargo bench --bench tenants` (env: `TENANTS_N`, default 10000; `TENANTS_DUE`, default
-//! 2000, tenants whose tokens are due at the restart; `TENANTS_REQUESTS`, default 20000)
+//! 2000, tenants whose tokens are due at the restart; `TENANTS_REQUESTS`, default 20000;
+//! `TENANTS_STORE`, `file` (default) or `postgres`: a database of the bench's own, made from
+//! `BEARERD_TEST_DATABASE_URL` and dropped after, SKIPPED without one)
 //!
 //! 1. **Memory**: bearerd starts with the app and no tenants; then N records are written
 //!    to its store (as installs on other replicas would) and its watcher loads them all;
@@ -27,9 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bearerd::app::App;
 use bearerd::config::Config;
-use bearerd::secret::SecretString;
+use bearerd::store::TokenStore;
 use bearerd::store::file::FileStore;
-use bearerd::store::{Record, TokenStore};
 use bearerd::tenants::Tenants;
 use bytes::Bytes;
 use http::Request;
@@ -37,14 +38,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use support::TokenEndpoint;
+use support::db::TestDb;
+use support::records;
 use tokio::net::TcpStream;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -55,9 +51,73 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where the tenants' records live: a directory, or a database of the bench's own.
+enum Store {
+    File(std::path::PathBuf),
+    Postgres(TestDb),
+}
+
+impl Store {
+    /// `TENANTS_STORE`; `None` when postgres was asked for and there is none (SKIPPED).
+    async fn from_env() -> Option<Store> {
+        match std::env::var("TENANTS_STORE").as_deref() {
+            Ok("postgres") => TestDb::create("tenants").await.map(Store::Postgres),
+            Ok("file") | Err(_) => {
+                let dir = std::env::temp_dir()
+                    .join(format!("bearerd-bench-tenants-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                Some(Store::File(dir))
+            }
+            Ok(other) => panic!("TENANTS_STORE is `file` or `postgres`, not `{other}`"),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Store::File(_) => "file",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The `[store]` table of a config.
+    fn toml(&self) -> String {
+        match self {
+            Store::File(dir) => format!("kind = \"file\"\ndir = \"{}\"", dir.display()),
+            Store::Postgres(db) => format!("kind = \"postgres\"\nurl = \"{}\"", db.url),
+        }
+    }
+
+    /// The store as another process (an install on another replica) writes it.
+    async fn open(&self) -> Arc<dyn TokenStore> {
+        match self {
+            Store::File(dir) => Arc::new(FileStore::open(dir, None).unwrap()),
+            Store::Postgres(db) => db.store().await,
+        }
+    }
+
+    /// Every record gone.
+    async fn clear(&self) {
+        match self {
+            Store::File(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Store::Postgres(db) => db.execute("DELETE FROM bearerd_tokens").await,
+        }
+    }
+
+    async fn remove(self) {
+        match self {
+            Store::File(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Store::Postgres(db) => db.drop_it().await,
+        }
+    }
+}
+
 /// The app `hotels`, and (`single`) a single-grant connection to compare routing with.
 fn config(
-    dir: &std::path::Path,
+    store: &Store,
     tokens: &TokenEndpoint,
     upstream: std::net::SocketAddr,
     single: bool,
@@ -68,8 +128,7 @@ fn config(
 listen = "127.0.0.1:0"
 public_url = "http://127.0.0.1:9901"
 [store]
-kind = "file"
-dir = "{dir}"
+{store}
 [[connection]]
 name = "hotels"
 provider = "oauth2"
@@ -82,7 +141,7 @@ client_id = "bench"
 client_secret = "bench-secret"
 tenants = "header:X-Tenant"
 "#,
-        dir = dir.display(),
+        store = store.toml(),
         token_url = tokens.url(),
     );
     if single {
@@ -107,38 +166,26 @@ client_secret = "bench-secret"
 /// Writes `ids` as tenant records: a valid access token (`expires` from now, or already
 /// expired) and a refresh token.
 async fn write_records(
-    dir: &std::path::Path,
+    store: &Arc<dyn TokenStore>,
     ids: std::ops::Range<usize>,
     expires: Option<Duration>,
 ) {
-    let store = Arc::new(FileStore::open(dir, None).unwrap());
     let now = SystemTime::now();
-    let mut tasks = Vec::new();
-    for i in ids {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            let record = Record {
-                connection: format!("hotels/t{i}"),
-                generation: 1,
-                access_token: Some(SecretString::new("tok-1".to_owned())),
-                expires_at: Some(match expires {
-                    Some(left) => now + left,
-                    None => now - Duration::from_secs(60),
-                }),
-                refresh_token: Some(SecretString::new(format!("rt-{i}"))),
-                scope: None,
-                state: "connected".into(),
-                updated_at: now,
-                covers: Vec::new(),
-                credential: bearerd::store::Credential::Token,
-                last_used_at: None,
-            };
-            store.save(&record).await.unwrap();
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    let expires_at = match expires {
+        Some(left) => now + left,
+        None => now - Duration::from_secs(60),
+    };
+    let records = ids
+        .map(|i| {
+            records::connected(
+                format!("hotels/t{i}"),
+                "tok-1".into(),
+                format!("rt-{i}"),
+                expires_at,
+            )
+        })
+        .collect();
+    records::save_all(store, records).await;
 }
 
 /// Waits until `want` tenants are connected; returns how long that took.
@@ -197,29 +244,32 @@ fn main() {
 }
 
 async fn bench() {
-    let n = env("TENANTS_N", 10_000);
-    let due = env("TENANTS_DUE", 2_000);
-    let requests = env("TENANTS_REQUESTS", 20_000);
+    let n = support::env_or("TENANTS_N", 10_000);
+    let due = support::env_or("TENANTS_DUE", 2_000);
+    let requests = support::env_or("TENANTS_REQUESTS", 20_000);
     let tokens = TokenEndpoint::start(Duration::from_millis(50), Some(3600)).await;
     let upstream = support::upstream(Arc::new(AtomicU64::new(0))).await;
-    let dir = std::env::temp_dir().join(format!("bearerd-bench-tenants-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let Some(store) = Store::from_env().await else {
+        return;
+    };
 
     // 1. Memory per idle tenant.
-    let app = App::start(config(&dir, &tokens, upstream, true))
+    let app = App::start(config(&store, &tokens, upstream, true))
         .await
         .unwrap();
     let tenants = app.tenants("hotels").unwrap();
+    // The writer (another process in production) is opened before the baseline.
+    let writer = store.open().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = rss_kib();
     let written = Instant::now();
-    write_records(&dir, 0..n, Some(Duration::from_secs(3600))).await;
+    write_records(&writer, 0..n, Some(Duration::from_secs(3600))).await;
     let wrote = written.elapsed();
     let loaded = until_connected(&tenants, n, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let grown = rss_kib().saturating_sub(base);
     let token_requests = tokens.requests();
-    println!("tenants: {n}");
+    println!("tenants: {n} ({} store)", store.kind());
     println!(
         "memory: resident +{grown} KiB for {n} idle tenants = {:.2} KiB per tenant (target <= 4)",
         grown as f64 / n as f64
@@ -267,7 +317,7 @@ async fn bench() {
 
     // 2. A restart loads every tenant.
     let started = Instant::now();
-    let app = App::start(config(&dir, &tokens, upstream, false))
+    let app = App::start(config(&store, &tokens, upstream, false))
         .await
         .unwrap();
     let tenants = app.tenants("hotels").unwrap();
@@ -280,11 +330,12 @@ async fn bench() {
     app.shutdown().await;
 
     // 4. After downtime: `due` tenants' tokens expired.
-    let _ = std::fs::remove_dir_all(&dir);
-    write_records(&dir, 0..due, None).await;
+    store.clear().await;
+    let writer = store.open().await;
+    write_records(&writer, 0..due, None).await;
     let before = tokens.requests();
     let started = Instant::now();
-    let app = App::start(config(&dir, &tokens, upstream, false))
+    let app = App::start(config(&store, &tokens, upstream, false))
         .await
         .unwrap();
     let tenants = app.tenants("hotels").unwrap();
@@ -296,5 +347,5 @@ async fn bench() {
         started.elapsed().max(all)
     );
     app.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    store.remove().await;
 }

@@ -253,6 +253,20 @@ impl App {
                 "shutdown grace ran out with requests in flight"
             );
         }
+        // Tenants' refreshers are not in `refreshers` (one task per tenant): wait for the
+        // refreshes in flight, whose rotated tokens must reach the store.
+        for tenants in &self.apps {
+            if tokio::time::timeout(self.grace, tenants.quiesce())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    connection = %tenants.app,
+                    grace_s = self.grace.as_secs_f64(),
+                    "shutdown grace ran out with tenant refreshes in flight"
+                );
+            }
+        }
         for refresher in self.refreshers {
             let _ = refresher.await;
         }

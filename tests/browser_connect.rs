@@ -103,29 +103,10 @@ async fn connect_and_disconnect_in_a_real_browser() {
         dir,
         port,
     };
-    let browser = match tokio::time::timeout(Duration::from_secs(30), Browser::start()).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => panic!("cannot start the browser: {e}"),
-        Err(_) => panic!("chromedriver/chromium did not start a session within 30 s"),
-    };
-    let outcome = tokio::time::timeout(OVERALL, run(&world, &browser)).await;
-    let failure = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some(format!(
-            "the browser test did not finish within {OVERALL:?}"
-        )),
-    };
-    if let Some(failure) = &failure {
-        browser.screenshot("failure").await;
-        eprintln!(
-            "browser at {}\n{}",
-            browser.url().await,
-            browser.source().await
-        );
-        eprintln!("FAILED: {failure}");
-    }
-    browser.close().await;
+    let browser = Browser::launch().await;
+    let failure = browser
+        .run_steps(OVERALL, "failure", run(&world, &browser))
+        .await;
     let _ = std::fs::remove_dir_all(&world.dir);
     assert!(failure.is_none(), "{}", failure.unwrap_or_default());
 }

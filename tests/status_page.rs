@@ -279,11 +279,7 @@ async fn a_browser_sees_the_states_in_order_and_a_screenshot_is_saved() {
         return;
     }
     let w = world().await;
-    let b = match tokio::time::timeout(Duration::from_secs(30), browser::Browser::start()).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => panic!("cannot start the browser: {e}"),
-        Err(_) => panic!("chromedriver/chromium did not start a session within 30 s"),
-    };
+    let b = browser::Browser::launch().await;
     let result = tokio::time::timeout(Duration::from_secs(60), read(&w, &b)).await;
     // Tall enough for every row in the picture (the checks above ran at 1024 x 900).
     let _ = b.client.set_window_size(1024, 1300).await;

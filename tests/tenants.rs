@@ -449,6 +449,57 @@ async fn an_imported_tenant_grant_is_picked_up_by_the_running_daemon() {
     let _ = std::fs::remove_file(&file);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_waits_for_a_tenant_refresh_in_flight_to_be_saved() {
+    let rig = cloudbeds_app().await;
+    // Tokens living 2 s: the tenant's scheduled refresh comes about 1 s after the install.
+    rig.tokens.set_lifetime(Some(Duration::from_secs(2)));
+    assert_eq!(
+        install(&rig, "alice", &["1001"], "").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let installed = stored(&rig.dir, "hotel/1001").await.unwrap().generation;
+    // The provider takes the next refresh and holds it (rotating when released): no request
+    // of the admin listener waits for this one, so only the refresher knows it is in flight.
+    rig.tokens.script(support::Failure::Stall);
+    let tokens = rig.tokens.clone();
+    support::eventually(
+        Duration::from_secs(10),
+        "the refresh at the provider",
+        || {
+            let held = tokens.in_flight() == 1;
+            async move { held.then_some(()) }
+        },
+    )
+    .await;
+    let Rig {
+        bearerd,
+        dir,
+        tokens,
+        ..
+    } = rig;
+    let admin = bearerd.admin.clone();
+    // What the store holds when shutdown returns (the process would exit then).
+    let store = dir.clone();
+    let shutdown = tokio::spawn(async move {
+        bearerd.app.shutdown().await;
+        stored(&store, "hotel/1001").await.unwrap().generation
+    });
+    support::eventually(Duration::from_secs(10), "the admin listener closed", || {
+        let admin = admin.clone();
+        async move { support::get(&admin, None).await.is_err().then_some(()) }
+    })
+    .await;
+    tokens.release_stalled();
+    let at_exit = shutdown.await.unwrap();
+    assert_eq!(
+        at_exit,
+        installed + 1,
+        "shutdown returned before the rotated tokens were saved"
+    );
+    assert_eq!(tokens.successful_refreshes(), 1);
+}
+
 /// `n` requests for `property` at once, on the fast path (`chunked`: through hyper);
 /// returns their statuses.
 async fn at_once(rig: &Rig, property: &str, n: usize, chunked: bool) -> Vec<StatusCode> {

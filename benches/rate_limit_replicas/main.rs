@@ -42,27 +42,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use replica::Replica;
+use support::db::TestDb;
+use support::replica::wait_ready;
 use upstream::Upstream;
 
-const DEFAULT_DATABASE: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// The replica killed mid-run.
 const VICTIM: u8 = 2;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let seconds = env("RL_SECONDS", 60).max(20);
-    let clients = env("RL_CLIENTS", 80) as usize;
-    let admin_url =
-        std::env::var("BEARERD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE.into());
+    let seconds = support::env_or("RL_SECONDS", 60).max(20);
+    let clients = support::env_or("RL_CLIENTS", 80usize);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let Some(db) = TestDb::create(&admin_url).await else {
+        let Some(db) = TestDb::create("rl").await else {
             return;
         };
         run(&db.url, seconds, clients).await;
@@ -78,7 +70,7 @@ async fn run(database_url: &str, seconds: u64, clients: usize) {
         .map(|i| Replica::spawn(i, database_url, &tokens.url(), &upstream_url))
         .collect();
     for r in &replicas {
-        wait_ready(r).await;
+        wait_ready(r, &r.admin, Duration::from_secs(30)).await;
     }
     // Measure only once every replica runs on its third: a replica that has not yet seen
     // the others still holds a larger share.
@@ -356,72 +348,4 @@ busiest window starts at {:.3} s)",
             total(|c| c.other.load(Ordering::Relaxed)),
         );
     }
-}
-
-async fn wait_ready(r: &Replica) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let url = format!("{}/readyz", r.admin);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    loop {
-        if let Ok(answer) = client.get(url.parse().unwrap()).await
-            && answer.status() == 200
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica {} not ready in 30 s:\n{}",
-            r.index,
-            r.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A database of the run's own, made from `admin_url` and dropped after.
-struct TestDb {
-    url: String,
-    admin_url: String,
-    name: String,
-}
-
-impl TestDb {
-    async fn create(admin_url: &str) -> Option<TestDb> {
-        let name = format!(
-            "bearerd_bench_rl_{}_{}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        if let Err(e) = sql(admin_url, &format!("CREATE DATABASE {name}")).await {
-            eprintln!("\n!!!!!!!!!! SKIPPED rate_limit_replicas: no database at {admin_url}: {e}");
-            eprintln!(
-                "!!!!!!!!!! set BEARERD_TEST_DATABASE_URL to a postgres the bench may create databases on\n"
-            );
-            return None;
-        }
-        let mut url = url::Url::parse(admin_url).ok()?;
-        url.set_path(&format!("/{name}"));
-        Some(TestDb {
-            url: url.to_string(),
-            admin_url: admin_url.to_owned(),
-            name,
-        })
-    }
-
-    async fn drop_it(self) {
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        if let Err(e) = sql(&self.admin_url, &drop).await {
-            eprintln!("could not drop database {}: {e}", self.name);
-        }
-    }
-}
-
-async fn sql(url: &str, statement: &str) -> Result<(), tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    let task = tokio::spawn(connection);
-    let result = client.batch_execute(statement).await;
-    drop(client);
-    let _ = task.await;
-    result
 }

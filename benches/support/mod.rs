@@ -1,6 +1,7 @@
 //! Servers the benches run against on `127.0.0.1:0`: a token endpoint with a known latency
 //! that counts its requests and can be told to issue a new token (so the upstream rejects
-//! the old one), and a small-JSON upstream that checks the bearer token. `tests/support/`
+//! the old one), and a small-JSON upstream that checks the bearer token; a bench's own
+//! postgres database ([`db`]) and bearerd as a child process ([`replica`]). `tests/support/`
 //! cannot be imported from benches, and these stay deliberately minimal.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -24,10 +25,22 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpSocket;
 
+pub mod db;
+pub mod records;
+pub mod replica;
+
+/// The environment variable `name` as a number, or `default` when unset or unreadable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub const JSON: &str = r#"{"id":42,"name":"widget","price":9.5,"tags":["a","b"]}"#;
 
 /// Serves `handler` on a fresh `127.0.0.1:0` listener (HTTP/1.1 and h2c), forever.
-async fn serve<H, F>(handler: H) -> SocketAddr
+pub async fn serve<H, F>(handler: H) -> SocketAddr
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -148,7 +161,7 @@ pub async fn upstream(gate: Gate) -> SocketAddr {
     .await
 }
 
-fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+pub fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(

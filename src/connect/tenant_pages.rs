@@ -122,6 +122,8 @@ pub fn table(
     if let Some(next) = next {
         let mut link = form_urlencoded::Serializer::new(String::new());
         link.append_pair("cursor", next);
+        // The next page is as long as this one (`?limit=` would otherwise fall back to 50).
+        link.append_pair("limit", &query.limit.to_string());
         if let Some(q) = &query.q {
             link.append_pair("q", q);
         }

@@ -199,17 +199,25 @@ impl PgStore {
     }
 
     async fn load_json(&self, name: &str) -> Result<Option<RecordJson>, StoreError> {
+        const LOAD: &str = "SELECT version, generation, access_token, expires_at, \
+            refresh_token, scope, state, updated_at, covers, credential, last_used_at \
+            FROM bearerd_tokens WHERE name = $1 AND state IS NOT NULL";
         self.ensure_schema().await?;
-        let client = self.client(OP_WAIT).await?;
-        let row = client
-            .query_opt(
-                "SELECT version, generation, access_token, expires_at, refresh_token, scope, \
-                 state, updated_at, covers, credential, last_used_at FROM bearerd_tokens \
-                 WHERE name = $1 AND state IS NOT NULL",
-                &[&name],
-            )
-            .await
-            .map_err(db_error("load"))?;
+        // The re-read of a refresh runs in its lock's own transaction: one session per
+        // refresh, not two. An app's `token_concurrency` refreshes could otherwise hold every
+        // pooled session with their locks and leave their own re-reads waiting for one
+        // (measured: at most 3 of 4 token requests at once, and refreshes failing after
+        // OP_WAIT under three replicas' load). A lock whose transaction failed is skipped.
+        let row = match lock::query_held(self, name, LOAD).await {
+            Some(Ok(row)) => row,
+            Some(Err(_)) | None => {
+                let client = self.client(OP_WAIT).await?;
+                client
+                    .query_opt(LOAD, &[&name])
+                    .await
+                    .map_err(db_error("load"))?
+            }
+        };
         let Some(row) = row else {
             return Ok(None);
         };

@@ -106,6 +106,39 @@ impl Browser {
         })
     }
 
+    /// [`Browser::start`] within 30 s, or a panic saying why not.
+    pub async fn launch() -> Browser {
+        match tokio::time::timeout(Duration::from_secs(30), Browser::start()).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => panic!("cannot start the browser: {e}"),
+            Err(_) => panic!("chromedriver/chromium did not start a session within 30 s"),
+        }
+    }
+
+    /// Runs a test's steps for at most `limit`, then ends the session (chromedriver goes
+    /// when the `Browser` is dropped). On failure (an error, or the time ran out) first saves
+    /// `target/browser-{shot}.png` and prints where the browser was and its page. Returns
+    /// the failure.
+    pub async fn run_steps(
+        &self,
+        limit: Duration,
+        shot: &str,
+        steps: impl Future<Output = Result<(), BoxError>>,
+    ) -> Option<String> {
+        let failure = match tokio::time::timeout(limit, steps).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("the browser test did not finish within {limit:?}")),
+        };
+        if let Some(failure) = &failure {
+            self.screenshot(shot).await;
+            eprintln!("browser at {}\n{}", self.url().await, self.source().await);
+            eprintln!("FAILED: {failure}");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.client.clone().close()).await;
+        failure
+    }
+
     /// Ends the session (chromedriver quits Chromium), then the chromedriver process.
     pub async fn close(self) {
         let client = self.client.clone();

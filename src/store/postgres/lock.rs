@@ -3,8 +3,10 @@
 //! [`acquire`] leaves a transaction open on a pooled session, holding `FOR UPDATE` on the
 //! connection's row, and registers that session under the connection's name. [`save`] for
 //! that name writes in the transaction and commits it (releasing the row lock with the
-//! commit); dropping a [`PgLock`] that saved nothing rolls back. The store's other
-//! operations use other sessions, so a `load` never waits for a refresh in flight.
+//! commit); dropping a [`PgLock`] that saved nothing rolls back. A `load` of that name
+//! reads in the same transaction ([`query_held`]: the re-read after the lock, so a refresh
+//! needs one session); the store's other operations use other sessions, and nothing waits
+//! for a refresh's token request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -163,6 +165,19 @@ pub(super) async fn acquire(
         op: "lock",
         reason: format!("{} keeps being deleted", row_location(name)),
     })
+}
+
+/// Runs `query` (`$1`: the name, at most one row) in the transaction of this process's lock
+/// on `name`; `None` if it holds none (or the lock's session is gone).
+pub(super) async fn query_held(
+    store: &PgStore,
+    name: &str,
+    query: &str,
+) -> Option<Result<Option<tokio_postgres::Row>, tokio_postgres::Error>> {
+    let slot = store.held.get(name)?;
+    let guard = slot.lock().await;
+    let client = guard.as_ref()?;
+    Some(client.query_opt(query, &[&name]).await)
 }
 
 /// Whether a write may trust that this process holds the row lock since it last read.
