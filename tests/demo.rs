@@ -223,7 +223,8 @@ async fn the_demo_proxies_refreshes_and_shows_a_revoked_grant() {
         .await
         .unwrap();
     assert_eq!(later.status, StatusCode::OK, "{}", later.text());
-    assert_eq!(demo.stats().await["rejected_api_calls"], 0);
+    // (Not asserted: the provider's count of rejected calls. A request that races a refresh
+    // meets the token the refresh just superseded, and bearerd replays it with the new one.)
 
     // Revoked at the provider: bearerd notices (401, rejected refresh) and says where to
     // reconnect.
@@ -309,7 +310,9 @@ async fn two_hotels_install_behind_one_app_and_are_revoked_one_at_a_time() {
         assert_eq!(later.status, StatusCode::OK, "{hotel}: {}", later.text());
         assert_eq!(later.json()["name"], name);
     }
-    assert_eq!(demo.stats().await["rejected_api_calls"], 0);
+    // (A request that races a refresh may meet the just-superseded token at the provider;
+    // bearerd replays it with the new one, so the provider's rejection count is not asserted:
+    // every answer above is a 200.)
 
     // Lisbon withdraws the app at the provider: its requests get 503 with its reconnect URL;
     // Porto keeps answering, and so does the single-hotel connection's own Lisbon grant.
