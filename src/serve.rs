@@ -262,6 +262,14 @@ pub(crate) async fn accept_until(
     }
 }
 
+/// Sleeps until `at`; pends forever without one (a `select!` branch with nothing to wait for).
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves once `shutdown` turns true or its sender is gone.
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`; drop it here, not in the caller's future.

@@ -521,21 +521,26 @@ async fn at_once(rig: &Rig, property: &str, n: usize, chunked: bool) -> Vec<Stat
     futures_util::future::join_all(requests).await
 }
 
-fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
-    statuses.iter().filter(|s| **s == status).count()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_budget_per_tenant_limits_each_hotel_apart_on_both_paths() {
-    let limit = r#"rate_limit = { rps = 2, per = "tenant", over = "reject" }"#;
+/// The Cloudbeds app with `limit`, hotels 1001 and 1002 installed and routed, and a window
+/// gone by since the requests that showed them routed.
+async fn two_hotels(limit: &str) -> Rig {
     let rig = tenant_rig::cloudbeds_app("", limit).await;
     for (user, property) in [("alice", "1001"), ("bob", "1002")] {
         let answer = install(&rig, user, &[property], "").await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
         routed_by(&rig.bearerd, property).await;
     }
-    // Past the requests `routed_by` spent: each hotel starts a fresh window.
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    rig
+}
+
+fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_per_tenant_limits_each_hotel_apart_on_both_paths() {
+    let rig = two_hotels(r#"rate_limit = { rps = 2, per = "tenant", over = "reject" }"#).await;
     let first = at_once(&rig, "1001", 3, false).await;
     let second = at_once(&rig, "1002", 3, true).await;
     for (property, statuses) in [("1001", &first), ("1002", &second)] {
@@ -554,14 +559,7 @@ async fn a_budget_per_tenant_limits_each_hotel_apart_on_both_paths() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_budget_per_connection_is_shared_by_an_apps_hotels() {
-    let limit = r#"rate_limit = { rps = 2, per = "connection", over = "reject" }"#;
-    let rig = tenant_rig::cloudbeds_app("", limit).await;
-    for (user, property) in [("alice", "1001"), ("bob", "1002")] {
-        let answer = install(&rig, user, &[property], "").await;
-        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
-        routed_by(&rig.bearerd, property).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let rig = two_hotels(r#"rate_limit = { rps = 2, per = "connection", over = "reject" }"#).await;
     let first = at_once(&rig, "1001", 2, false).await;
     let second = at_once(&rig, "1002", 2, true).await;
     assert_eq!(count(&first, StatusCode::OK), 2, "{first:?}");

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Limiter, WINDOW, share};
+use crate::serve::sleep_until;
 use crate::store::TokenStore;
 use crate::store::postgres::replicas::HEARTBEAT;
 use crate::tenants::Tenants;
@@ -212,13 +213,6 @@ fn apply(replica: &str, budgets: &[Budget], (index, live): View, hold: Option<In
                 l.hold(Some(until));
             }
         });
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -23,6 +23,7 @@ use super::{Connection, TokenSet, TokenState};
 use crate::config::Revocation;
 use crate::metrics::Trigger;
 use crate::secret::SecretString;
+use crate::serve::sleep_until;
 use crate::store::TokenStore;
 
 /// What the refresher redeems.
@@ -440,13 +441,6 @@ async fn next_tick(poll: &mut Option<tokio::time::Interval>) {
         Some(poll) => {
             poll.tick().await;
         }
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
