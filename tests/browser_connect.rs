@@ -16,7 +16,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use browser::Browser;
+use browser::{Browser, check};
 use hyper::StatusCode;
 use support::{Bearerd, BoxError, TokenServer, TokenServerConfig, Upstream};
 
@@ -80,10 +80,6 @@ async fn has_tokens(w: &World) -> bool {
     support::stored(&w.dir, NAME)
         .await
         .is_some_and(|r| r.access_token.is_some() || r.refresh_token.is_some())
-}
-
-fn check(ok: bool, what: impl Into<String>) -> Result<(), BoxError> {
-    if ok { Ok(()) } else { Err(what.into().into()) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

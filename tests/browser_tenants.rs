@@ -19,7 +19,7 @@ mod support;
 
 use std::time::Duration;
 
-use browser::Browser;
+use browser::{Browser, check};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -107,10 +107,6 @@ async fn proxied(w: &World, property: &str) -> StatusCode {
         .body(Full::new(Bytes::new()))
         .unwrap();
     support::send(request).await.unwrap().status
-}
-
-fn check(ok: bool, what: impl Into<String>) -> Result<(), BoxError> {
-    if ok { Ok(()) } else { Err(what.into().into()) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -249,3 +249,9 @@ async fn wait_ready(webdriver: &str) -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A browser step's expectation: `Err(what)` when it does not hold, so the run stops there
+/// and says what was expected.
+pub fn check(ok: bool, what: impl Into<String>) -> Result<(), BoxError> {
+    if ok { Ok(()) } else { Err(what.into().into()) }
+}
